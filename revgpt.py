@@ -1,0 +1,384 @@
+"""
+revgpt: a GPT-2 whose residual stream is a time-reversible ODE integrator.
+
+Reference: Gal, Eliasof, Turek, Ascher, Treister, Haber, "Reversing Large Language Models for
+Efficient Training and Fine-Tuning", arXiv 2512.02056 (2025). Equation numbers below are the paper's.
+
+Depth is time. A pre-LN transformer layer is one forward-Euler step of the residual stream p,
+forced by the block without its outer skip (eq. 2.5):
+
+    f(p) = a + MLP(LN2(p + a)),   a = Attn(LN1(p))
+
+| dynamics    | forward (layer l -> l+1)              | inverse                                  | eq.     |
+|-------------|---------------------------------------|------------------------------------------|---------|
+| euler       | p+ = p + h f(p)                       | none (needs f(p-), i.e. p- itself)       | 2.2     |
+| midpoint    | p+ = a p- + (1-a) p + 2h f(p)         | p- = (p+ - (1-a) p - 2h f(p)) / a        | 2.4/3.6 |
+| leapfrog    | p+ = 2p - p- + h^2 f(p)               | p- = 2p - p+ + h^2 f(p)                  | 2.6     |
+| hamiltonian | q+ = q + h Attn(LN1 p)                | p- = p+ - h MLP(LN2 q+)                  | 2.8-2.9 |
+|             | p+ = p + h MLP(LN2 q+)                | q- = q+ - h Attn(LN1 p-)                 |         |
+
+(p-, p, p+ are the states at layers l-1, l, l+1.) Midpoint with a = 1 is plain midpoint (eq. 2.4);
+other a give the paper's Midpoint(a) (eq. 3.6, which the transcription writes with h where we keep
+2h, so that a = 1 is exactly eq. 2.4 and a = 0, h = 1/2 is exactly Euler). |a| != 1 divides by a on
+the way back and amplifies rounding error by 1/|a| per layer.
+
+Every reversible dynamic here is the same three-term recurrence on a pair of states (x, y):
+
+    (x, y) -> (y, z),   z = alpha*x + beta*y + gamma*g(y),   inverse: x = (z - beta*y - gamma*g(y)) / alpha
+
+  midpoint:    alpha = a,  beta = 1 - a, gamma = 2h, g = f           (one step per layer)
+  leapfrog:    alpha = -1, beta = 2,     gamma = h^2, g = f          (one step per layer)
+  hamiltonian: alpha = 1,  beta = 0,     gamma = h, g alternates Attn(LN1 .) and MLP(LN2 .):
+               (q, p) -> (p, q+) -> (q+, p+), two half-steps per layer; h = 1 is the paper's a = b = 1.
+
+Initial states [our choice, the paper is silent]: p_{-1} = p_0 = embedding (for hamiltonian
+q_0 = p_0 = embedding). Read-out: the newest state (p_L; for hamiltonian the MLP stream p_L)
+through the final LayerNorm and the weight-tied LM head.
+
+Because the recurrence can be run backwards, ReversibleStack.backward recomputes every hidden state
+from the final pair instead of storing it: activation memory is constant in depth.
+"""
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Callable, List, NamedTuple, Optional
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+DYNAMICS = ("euler", "midpoint", "leapfrog", "hamiltonian")
+DEFAULT_H = {"euler": 1.0, "midpoint": 0.5, "leapfrog": 0.5, "hamiltonian": 1.0}
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for speed
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear and LayerNorm, as GPT-2
+    dynamics: str = "midpoint"  # one of DYNAMICS
+    h: Optional[float] = None  # step size; None -> DEFAULT_H[dynamics]
+    a: float = 1.0  # Midpoint(a) coefficient (eq. 3.6); 1.0 is plain midpoint (eq. 2.4)
+    a_random: bool = False  # per-layer a_l = +-1 + U(-1/2, 1/2), drawn once from a_seed
+    a_seed: int = 0
+    backward: Optional[str] = None  # "reversible" | "autograd"; None -> reversible unless euler
+
+    def __post_init__(self):
+        # every check names the offending field, so a bad config fails loudly before any compute
+        if self.dynamics not in DYNAMICS:
+            raise ValueError(f"dynamics={self.dynamics!r}: must be one of {DYNAMICS}")
+        if self.backward is None:
+            self.backward = "autograd" if self.dynamics == "euler" else "reversible"
+        if self.backward not in ("reversible", "autograd"):
+            raise ValueError(f"backward={self.backward!r}: must be 'reversible' or 'autograd'")
+        if self.dynamics == "euler" and self.backward == "reversible":
+            raise ValueError("backward='reversible' with dynamics='euler': Euler (eq. 2.2) cannot be "
+                             "inverted, so it has only backward='autograd'")
+        if self.h is None:
+            self.h = DEFAULT_H[self.dynamics]
+        for field in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field}={getattr(self, field)}: must be >= 1")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout}: must be in [0, 1)")
+        if self.dropout > 0 and self.backward == "reversible":
+            raise ValueError(f"dropout={self.dropout} with backward='reversible': the recompute would "
+                             "draw new dropout masks and silently give wrong gradients; use dropout=0.0")
+        if self.h <= 0:
+            raise ValueError(f"h={self.h}: the step size must be > 0")
+        if self.dynamics == "midpoint" and not self.a_random and self.a == 0:
+            raise ValueError("a=0: Midpoint(a) divides by a on the way back (eq. 3.6), so a must be nonzero")
+
+    def midpoint_a(self) -> List[float]:
+        """The per-layer Midpoint(a) coefficients: fixed a, or random +-1 + U(-1/2, 1/2) per layer."""
+        if not self.a_random:
+            return [self.a] * self.n_layer
+        rng = random.Random(self.a_seed)  # deterministic in the config, so checkpoints reproduce it
+        return [rng.choice((-1.0, 1.0)) + rng.uniform(-0.5, 0.5) for _ in range(self.n_layer)]
+
+
+# ----------------------------------------------------------------------------------------------
+# The GPT-2 block, split into the pieces the dynamics need
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head, self.dropout = config.n_head, config.dropout
+
+    def forward(self, x):
+        B, T, C = x.size()  # batch, time, channels (n_embd)
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's "gelu_new"
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+
+
+class Block(nn.Module):
+    """GPT-2 block without its outer skip connection: forward(p) is the forcing f(p) of eq. 2.5."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def attn_forcing(self, p):  # Attn(LN1 p): first half of f, and the q-update of eq. 2.8
+        return self.attn(self.ln_1(p))
+
+    def mlp_forcing(self, q):  # MLP(LN2 q): second half of f, and the p-update of eq. 2.9
+        return self.mlp(self.ln_2(q))
+
+    def forward(self, p):  # f(p) = a + MLP(LN2(p + a)), a = Attn(LN1 p)   (eq. 2.5)
+        a = self.attn_forcing(p)
+        return a + self.mlp_forcing(p + a)
+
+
+# ----------------------------------------------------------------------------------------------
+# The reversible stack: one recurrence, run forwards without a graph and backwards with recompute
+
+
+class Step(NamedTuple):
+    """One step z = alpha*x + beta*y + gamma*g(y) of the recurrence, and the parameters g uses."""
+    g: Callable[[torch.Tensor], torch.Tensor]
+    alpha: float
+    beta: float
+    gamma: float
+    params: List[nn.Parameter]
+
+
+def step_forward(s: Step, x, y, gy):
+    """z = alpha*x + beta*y + gamma*g(y), with g(y) already evaluated as gy."""
+    z = s.gamma * gy + s.alpha * x  # fp32 stream + (possibly bf16) forcing promotes to fp32
+    return z + s.beta * y if s.beta != 0 else z
+
+
+def step_inverse(s: Step, y, z, gy):
+    """x = (z - beta*y - gamma*g(y)) / alpha: recover the older state from the newer pair."""
+    x = z - s.gamma * gy
+    if s.beta != 0:
+        x = x - s.beta * y
+    return x / s.alpha if s.alpha != 1 else x
+
+
+def integrate(steps: List[Step], x, y):
+    """Run the recurrence forwards from the pair (x, y); returns the final pair."""
+    for s in steps:
+        x, y = y, step_forward(s, x, y, s.g(y))
+    return x, y
+
+
+def integrate_back(steps: List[Step], x, y):
+    """Run the recurrence backwards from the final pair; returns the initial pair (reconstructed)."""
+    for s in reversed(steps):
+        x, y = step_inverse(s, x, y, s.g(x)), x
+    return x, y
+
+
+class ReversibleStack(torch.autograd.Function):
+    """Forward: integrate without building a graph, keep only the final pair of states.
+    Backward: walk the steps in reverse; per step evaluate g ONCE with grad enabled and use that one
+    value both to reconstruct the older state and to back-propagate through the step."""
+
+    @staticmethod
+    def forward(ctx, x, y, steps, *params):
+        # autograd.Function.forward runs under no_grad: nothing per layer is kept for backward
+        x, y = integrate(steps, x, y)
+        ctx.save_for_backward(x, y)  # the ONLY saved activations: one pair, whatever the depth
+        ctx.steps, ctx.params = steps, params
+        dev = x.device.type  # the recompute must replay the forward's autocast exactly
+        ctx.amp = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, y = ctx.saved_tensors  # final pair (s_{n-1}, s_n)
+        gx, gy = torch.zeros_like(x), grad_y  # cotangents of the pair; x is not an output
+        grads = {}  # id(param) -> gradient
+        dev, amp_on, amp_dtype = ctx.amp
+        for s in reversed(ctx.steps):
+            # pair (x, y) = (s_k, s_{k+1}) with s_{k+1} = alpha*s_{k-1} + beta*s_k + gamma*g(s_k)
+            xd = x.detach().requires_grad_(True)
+            with torch.enable_grad(), torch.autocast(dev, dtype=amp_dtype, enabled=amp_on):
+                gxd = s.g(xd)  # RECOMPUTE: the one evaluation of this step's forcing, with a graph
+            with torch.no_grad():
+                x_prev = step_inverse(s, x, y, gxd)  # reconstruct s_{k-1} from the same g(s_k)
+            trainable = [p for p in s.params if p.requires_grad]
+            # vector-Jacobian product of gamma*g at s_k, for the state and the step's parameters;
+            # autograd.grad frees this step's graph as soon as it returns
+            vjp = torch.autograd.grad(gxd, [xd] + trainable, grad_outputs=s.gamma * gy)
+            for p, gp in zip(trainable, vjp[1:]):
+                grads[id(p)] = grads[id(p)] + gp if id(p) in grads else gp
+            # chain rule through z = alpha*x + beta*y + gamma*g(y), onto the older pair (s_{k-1}, s_k)
+            gx, gy = s.alpha * gy, gx + vjp[0] + (s.beta * gy if s.beta != 0 else 0)
+            x, y = x_prev, x  # the newer state y is dropped here: memory stays one pair
+            del xd, gxd, vjp
+        # both initial states were passed in, so both get their cotangent
+        return (gx, gy, None) + tuple(grads.get(id(p)) for p in ctx.params)
+
+
+# ----------------------------------------------------------------------------------------------
+# The model
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying, as GPT-2
+        # GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def get_num_params(self, non_embedding=True):
+        """Parameter count; the position embedding is left out by default (the token embedding is
+        tied to the LM head, so it counts as head weights)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def steps(self) -> List[Step]:
+        """The stack as a list of recurrence steps (see the module docstring for the coefficients)."""
+        c, blocks = self.config, self.transformer.h
+        if c.dynamics == "midpoint":  # eq. 2.4 / 3.6
+            return [Step(b, a, 1.0 - a, 2 * c.h, list(b.parameters())) for b, a in zip(blocks, c.midpoint_a())]
+        if c.dynamics == "leapfrog":  # eq. 2.6
+            return [Step(b, -1.0, 2.0, c.h ** 2, list(b.parameters())) for b in blocks]
+        if c.dynamics == "hamiltonian":  # eqs. 2.8-2.9: q-update by attention, then p-update by MLP
+            steps = []
+            for b in blocks:
+                steps.append(Step(b.attn_forcing, 1.0, 0.0, c.h, [*b.ln_1.parameters(), *b.attn.parameters()]))
+                steps.append(Step(b.mlp_forcing, 1.0, 0.0, c.h, [*b.ln_2.parameters(), *b.mlp.parameters()]))
+            return steps
+        raise ValueError(f"dynamics={c.dynamics!r} has no reversible steps")
+
+    def embed(self, idx):
+        B, T = idx.size()
+        if T > self.config.block_size:
+            raise ValueError(f"idx has length T={T} > block_size={self.config.block_size}")
+        pos = torch.arange(0, T, dtype=torch.long, device=idx.device)  # (T,)
+        return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+
+    def forward(self, idx, targets=None):
+        p = self.embed(idx)  # (B, T, C): p_0, kept in the parameters' dtype (fp32) even under autocast
+        c = self.config
+        if c.dynamics == "euler":
+            for block in self.transformer.h:  # p+ = p + h f(p)   (eq. 2.2), plain GPT-2 when h = 1
+                p = p + block(p) if c.h == 1.0 else p + c.h * block(p)
+        elif c.backward == "reversible" and torch.is_grad_enabled():
+            # p_{-1} = p_0 = embedding; the Function stores no per-layer state
+            p = ReversibleStack.apply(p, p, self.steps(), *self.transformer.h.parameters())
+        else:
+            # the same steps under plain autograd (stores every layer: the test oracle and the
+            # ablation), or under no_grad for inference
+            p = integrate(self.steps(), p, p)[1]
+        logits = self.lm_head(self.transformer.ln_f(p))  # (B, T, vocab_size)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW; matrices (dim >= 2: Linear weights, embeddings) decay, biases and LayerNorms do not."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        fused = device_type == "cuda"  # the fused CUDA kernel is faster; CPU uses the default
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Sample max_new_tokens tokens after idx (B, T); the context is cropped to block_size."""
+        for _ in range(max_new_tokens):
+            idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
+            logits, _ = self(idx_cond)
+            logits = logits[:, -1, :] / temperature  # (B, vocab_size)
+            if top_k is not None:
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -float("inf")
+            idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)  # (B, 1)
+            idx = torch.cat((idx, idx_next), dim=1)
+        return idx
+
+
+# ----------------------------------------------------------------------------------------------
+# Measuring helpers used by the tests, bench.py and the README
+
+
+def activation_bytes(model, idx, targets=None):
+    """Bytes of distinct tensor storage that autograd saves for backward during one forward,
+    parameters excluded: the activation memory a training step holds between forward and backward."""
+    param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in param_ptrs:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        _, loss = model(idx, targets)
+    del loss  # drop the graph
+    return sum(seen.values())
+
+
+@torch.no_grad()
+def reconstruction_error(model, idx, autocast_dtype=None):
+    """Run the reversible stack forwards from the embedding, then backwards all the way, and return
+    the relative error max|p_rec - p_0| / max|p_0| of the reconstructed initial states.
+    autocast_dtype (e.g. torch.bfloat16) runs the forcing under autocast; the stream keeps the
+    model's dtype."""
+    p0 = model.embed(idx)
+    steps = model.steps()
+    dev = p0.device.type
+    with torch.autocast(dev, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        x, y = integrate(steps, p0, p0)
+        x0, y0 = integrate_back(steps, x, y)
+    err = torch.maximum((x0 - p0).abs().max(), (y0 - p0).abs().max())
+    return (err / p0.abs().max()).item()
