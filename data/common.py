@@ -236,7 +236,8 @@ def write_dataset(out_dir, tokenizer_name, train_docs, val_docs, meta):
     meta = {"tokenizer": tokenizer_name, "vocab_size": tokenizer.n_vocab, "eot_token": tokenizer.eot_token,
             "dtype": "uint16", "train_tokens": len(train), "val_tokens": len(val), **meta,
             "normalization": NORMALIZATION}
-    # meta.json is written last: its presence means the dataset is complete
+    # meta.json goes first and comes back last: its presence means the dataset is complete
+    (out_dir / "meta.json").unlink(missing_ok=True)
     atomic_write(out_dir / "train.bin", train.tobytes())
     atomic_write(out_dir / "val.bin", val.tobytes())
     atomic_write(out_dir / "meta.json", (json.dumps(meta, indent=2) + "\n").encode())
