@@ -37,6 +37,15 @@ through the final LayerNorm and the weight-tied LM head.
 
 Because the recurrence can be run backwards, ReversibleStack.backward recomputes every hidden state
 from the final pair instead of storing it: activation memory is constant in depth.
+
+Exact mode (exact=True, after BDIA, Zhang et al. 2024): in floating point, x = (z - beta*y - gamma*g(y))
+/ alpha only approximately undoes z = alpha*x + beta*y + gamma*g(y), and the error grows with depth.
+With exact=True the stream lives on the fixed-point grid 2^-exact_bits (stored in float64, where sums
+of grid values below 2^(53 - exact_bits) are exact), every increment gamma*g(y) is rounded to that grid
+before it is added, and alpha, beta are integers. Then each update and its inverse are exact additions,
+and reconstruction is bit-identical at any depth, whatever precision g itself runs in, provided g is
+recomputed bit-identically (same input bits, deterministic kernels). Gradients pass straight through
+the rounding.
 """
 
 import math
@@ -67,6 +76,8 @@ class GPTConfig:
     a_random: bool = False  # per-layer a_l = +-1 + U(-1/2, 1/2), drawn once from a_seed
     a_seed: int = 0
     backward: Optional[str] = None  # "reversible" | "autograd"; None -> reversible unless euler
+    exact: bool = False  # fixed-point stream: bit-identical reconstruction (see the module docstring)
+    exact_bits: int = 32  # fractional bits of that grid: resolution 2^-32, range |p| < 2^(51-32) ~ 5e5
 
     def __post_init__(self):
         # every check names the offending field, so a bad config fails loudly before any compute
@@ -95,6 +106,14 @@ class GPTConfig:
             raise ValueError(f"h={self.h}: the step size must be > 0")
         if self.dynamics == "midpoint" and not self.a_random and self.a == 0:
             raise ValueError("a=0: Midpoint(a) divides by a on the way back (eq. 3.6), so a must be nonzero")
+        if self.exact:
+            if self.dynamics == "euler":
+                raise ValueError("exact=True with dynamics='euler': Euler is not reversible, exactly or not")
+            if self.dynamics == "midpoint" and (self.a_random or abs(self.a) != 1):
+                raise ValueError(f"exact=True with midpoint a={'random' if self.a_random else self.a}: the "
+                                 "inverse divides by a, which is exact on the grid only for |a| = 1")
+            if not 8 <= self.exact_bits <= 48:
+                raise ValueError(f"exact_bits={self.exact_bits}: must be in [8, 48]")
 
     def midpoint_a(self) -> List[float]:
         """The per-layer Midpoint(a) coefficients: fixed a, or random +-1 + U(-1/2, 1/2) per layer."""
@@ -174,32 +193,74 @@ class Step(NamedTuple):
     params: List[nn.Parameter]
 
 
-def step_forward(s: Step, x, y, gy):
+class RoundToGrid(torch.autograd.Function):
+    """v -> round(v * scale) / scale in float64; the gradient passes straight through."""
+
+    @staticmethod
+    def forward(ctx, v, scale):
+        ctx.dtype = v.dtype
+        return torch.round(v.double() * scale) / scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.to(ctx.dtype), None
+
+
+class Grid:
+    """Exact mode: the stream on the grid 2^-bits in float64. Sums of grid values stay exact while
+    they are below 2^(53-bits); states are kept below limit = 2^(51-bits), so that z = alpha*x +
+    beta*y + inc (|alpha| = 1, |beta| <= 2) can never round. Leaving the range raises, never wraps."""
+
+    def __init__(self, bits, dtype):
+        self.scale, self.limit, self.dtype = 2.0 ** bits, 2.0 ** (51 - bits), dtype
+
+    def quantize(self, v):  # a float tensor -> float64 on the grid (straight-through gradient)
+        return RoundToGrid.apply(v, self.scale)
+
+    def decode(self, p):  # the grid state as the forcing's input, in the model's dtype
+        return p.to(self.dtype)
+
+    def check(self, z):
+        if not bool((z.abs() < self.limit).all()):  # also catches NaN and inf
+            raise OverflowError(f"exact mode: the residual stream left the grid's range |p| < {self.limit:g} "
+                                f"(exact_bits={round(math.log2(self.scale))}); lower exact_bits or h")
+
+
+def step_forward(s: Step, x, y, gy, grid=None):
     """z = alpha*x + beta*y + gamma*g(y), with g(y) already evaluated as gy."""
-    z = s.gamma * gy + s.alpha * x  # fp32 stream + (possibly bf16) forcing promotes to fp32
-    return z + s.beta * y if s.beta != 0 else z
+    inc = s.gamma * gy if grid is None else grid.quantize(s.gamma * gy)  # exact: increment on the grid
+    z = inc + s.alpha * x  # fp32 stream + (possibly bf16) forcing promotes to fp32
+    z = z + s.beta * y if s.beta != 0 else z
+    if grid is not None:
+        grid.check(z)
+    return z
 
 
-def step_inverse(s: Step, y, z, gy):
+def step_inverse(s: Step, y, z, gy, grid=None):
     """x = (z - beta*y - gamma*g(y)) / alpha: recover the older state from the newer pair."""
-    x = z - s.gamma * gy
+    x = z - (s.gamma * gy if grid is None else grid.quantize(s.gamma * gy))
     if s.beta != 0:
         x = x - s.beta * y
     return x / s.alpha if s.alpha != 1 else x
 
 
-def integrate(steps: List[Step], x, y):
+def integrate(steps: List[Step], x, y, grid=None):
     """Run the recurrence forwards from the pair (x, y); returns the final pair."""
     for s in steps:
-        x, y = y, step_forward(s, x, y, s.g(y))
+        x, y = y, step_forward(s, x, y, s.g(y if grid is None else grid.decode(y)), grid)
     return x, y
 
 
-def integrate_back(steps: List[Step], x, y):
+def integrate_back(steps: List[Step], x, y, grid=None):
     """Run the recurrence backwards from the final pair; returns the initial pair (reconstructed)."""
     for s in reversed(steps):
-        x, y = step_inverse(s, x, y, s.g(x)), x
+        x, y = step_inverse(s, x, y, s.g(x if grid is None else grid.decode(x)), grid), x
     return x, y
+
+
+def bits_checksum(t):
+    """An order-independent checksum of a float64 tensor's exact bits (int64 sum, wrapping)."""
+    return t.view(torch.int64).sum()
 
 
 class ReversibleStack(torch.autograd.Function):
@@ -208,40 +269,49 @@ class ReversibleStack(torch.autograd.Function):
     value both to reconstruct the older state and to back-propagate through the step."""
 
     @staticmethod
-    def forward(ctx, x, y, steps, *params):
+    def forward(ctx, x, y, steps, grid, *params):
         # autograd.Function.forward runs under no_grad: nothing per layer is kept for backward
-        x, y = integrate(steps, x, y)
+        if grid is not None:  # exact mode: start on the grid, and remember the start's exact bits
+            x, y = grid.quantize(x), grid.quantize(y)
+            ctx.checksum = (bits_checksum(x), bits_checksum(y))
+        x, y = integrate(steps, x, y, grid)
         ctx.save_for_backward(x, y)  # the ONLY saved activations: one pair, whatever the depth
-        ctx.steps, ctx.params = steps, params
+        ctx.steps, ctx.grid, ctx.params = steps, grid, params
         dev = x.device.type  # the recompute must replay the forward's autocast exactly
         ctx.amp = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
-        return y
+        return y if grid is None else grid.decode(y)
 
     @staticmethod
     def backward(ctx, grad_y):
         x, y = ctx.saved_tensors  # final pair (s_{n-1}, s_n)
-        gx, gy = torch.zeros_like(x), grad_y  # cotangents of the pair; x is not an output
+        gy = grad_y.to(x.dtype)  # cotangents live in the stream's dtype (float64 in exact mode)
+        gx = torch.zeros_like(gy)  # x is not an output: its cotangent starts at zero
         grads = {}  # id(param) -> gradient
-        dev, amp_on, amp_dtype = ctx.amp
+        grid, (dev, amp_on, amp_dtype) = ctx.grid, ctx.amp
         for s in reversed(ctx.steps):
             # pair (x, y) = (s_k, s_{k+1}) with s_{k+1} = alpha*s_{k-1} + beta*s_k + gamma*g(s_k)
-            xd = x.detach().requires_grad_(True)
+            xd = (x if grid is None else grid.decode(x)).detach().requires_grad_(True)
             with torch.enable_grad(), torch.autocast(dev, dtype=amp_dtype, enabled=amp_on):
                 gxd = s.g(xd)  # RECOMPUTE: the one evaluation of this step's forcing, with a graph
             with torch.no_grad():
-                x_prev = step_inverse(s, x, y, gxd)  # reconstruct s_{k-1} from the same g(s_k)
+                x_prev = step_inverse(s, x, y, gxd, grid)  # reconstruct s_{k-1} from the same g(s_k)
             trainable = [p for p in s.params if p.requires_grad]
             # vector-Jacobian product of gamma*g at s_k, for the state and the step's parameters;
             # autograd.grad frees this step's graph as soon as it returns
-            vjp = torch.autograd.grad(gxd, [xd] + trainable, grad_outputs=s.gamma * gy)
+            go = s.gamma * gy.to(gxd.dtype) if grid is not None else s.gamma * gy  # rounds as autograd does
+            vjp = torch.autograd.grad(gxd, [xd] + trainable, grad_outputs=go)
             for p, gp in zip(trainable, vjp[1:]):
                 grads[id(p)] = grads[id(p)] + gp if id(p) in grads else gp
             # chain rule through z = alpha*x + beta*y + gamma*g(y), onto the older pair (s_{k-1}, s_k)
             gx, gy = s.alpha * gy, gx + vjp[0] + (s.beta * gy if s.beta != 0 else 0)
             x, y = x_prev, x  # the newer state y is dropped here: memory stays one pair
             del xd, gxd, vjp
-        # both initial states were passed in, so both get their cotangent
-        return (gx, gy, None) + tuple(grads.get(id(p)) for p in ctx.params)
+        if grid is not None and not all(map(torch.equal, (bits_checksum(x), bits_checksum(y)), ctx.checksum)):
+            raise RuntimeError("exact mode: the recomputed forcing was not bit-identical to the forward's, "
+                               "so the reconstruction is not exact (nondeterministic kernels?)")
+        # both initial states were passed in, so both get their cotangent (straight through the grid)
+        gx, gy = gx.to(grad_y.dtype), gy.to(grad_y.dtype)
+        return (gx, gy, None, None) + tuple(grads.get(id(p)) for p in ctx.params)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -285,16 +355,21 @@ class GPT(nn.Module):
         """The stack as a list of recurrence steps (see the module docstring for the coefficients)."""
         c, blocks = self.config, self.transformer.h
         if c.dynamics == "midpoint":  # eq. 2.4 / 3.6
-            return [Step(b, a, 1.0 - a, 2 * c.h, list(b.parameters())) for b, a in zip(blocks, c.midpoint_a())]
+            return [Step(b, a, 1 - a, 2 * c.h, list(b.parameters())) for b, a in zip(blocks, c.midpoint_a())]
         if c.dynamics == "leapfrog":  # eq. 2.6
-            return [Step(b, -1.0, 2.0, c.h ** 2, list(b.parameters())) for b in blocks]
+            return [Step(b, -1, 2, c.h ** 2, list(b.parameters())) for b in blocks]
         if c.dynamics == "hamiltonian":  # eqs. 2.8-2.9: q-update by attention, then p-update by MLP
             steps = []
             for b in blocks:
-                steps.append(Step(b.attn_forcing, 1.0, 0.0, c.h, [*b.ln_1.parameters(), *b.attn.parameters()]))
-                steps.append(Step(b.mlp_forcing, 1.0, 0.0, c.h, [*b.ln_2.parameters(), *b.mlp.parameters()]))
+                steps.append(Step(b.attn_forcing, 1, 0, c.h, [*b.ln_1.parameters(), *b.attn.parameters()]))
+                steps.append(Step(b.mlp_forcing, 1, 0, c.h, [*b.ln_2.parameters(), *b.mlp.parameters()]))
             return steps
         raise ValueError(f"dynamics={c.dynamics!r} has no reversible steps")
+
+    def grid(self):
+        """The fixed-point grid of exact mode, or None for a floating-point stream."""
+        c = self.config
+        return Grid(c.exact_bits, self.transformer.wte.weight.dtype) if c.exact else None
 
     def embed(self, idx):
         B, T = idx.size()
@@ -311,11 +386,14 @@ class GPT(nn.Module):
                 p = p + block(p) if c.h == 1.0 else p + c.h * block(p)
         elif c.backward == "reversible" and torch.is_grad_enabled():
             # p_{-1} = p_0 = embedding; the Function stores no per-layer state
-            p = ReversibleStack.apply(p, p, self.steps(), *self.transformer.h.parameters())
+            p = ReversibleStack.apply(p, p, self.steps(), self.grid(), *self.transformer.h.parameters())
         else:
             # the same steps under plain autograd (stores every layer: the test oracle and the
             # ablation), or under no_grad for inference
-            p = integrate(self.steps(), p, p)[1]
+            grid = self.grid()
+            p0 = p if grid is None else grid.quantize(p)
+            p = integrate(self.steps(), p0, p0, grid)[1]
+            p = p if grid is None else grid.decode(p)
         logits = self.lm_head(self.transformer.ln_f(p))  # (B, T, vocab_size)
         loss = None
         if targets is not None:
@@ -374,11 +452,11 @@ def reconstruction_error(model, idx, autocast_dtype=None):
     the relative error max|p_rec - p_0| / max|p_0| of the reconstructed initial states.
     autocast_dtype (e.g. torch.bfloat16) runs the forcing under autocast; the stream keeps the
     model's dtype."""
-    p0 = model.embed(idx)
-    steps = model.steps()
+    p0, steps, grid = model.embed(idx), model.steps(), model.grid()
+    p0 = p0 if grid is None else grid.quantize(p0)  # exact mode starts on the grid
     dev = p0.device.type
     with torch.autocast(dev, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-        x, y = integrate(steps, p0, p0)
-        x0, y0 = integrate_back(steps, x, y)
+        x, y = integrate(steps, p0, p0, grid)
+        x0, y0 = integrate_back(steps, x, y, grid)
     err = torch.maximum((x0 - p0).abs().max(), (y0 - p0).abs().max())
     return (err / p0.abs().max()).item()
