@@ -171,7 +171,8 @@ def read_items(task, path, limit=None):
     """Parse a JSONL benchmark file (and its labels file, if the task has one) into generic items."""
     path = Path(path)
     labels = None
-    if task in TASKS and TASKS[task]["labels"] and (path.parent / TASKS[task]["labels"]).exists():
+    original = task in TASKS and path.name == TASKS[task]["file"]  # generic copies carry their own gold
+    if original and TASKS[task]["labels"] and (path.parent / TASKS[task]["labels"]).exists():
         labels = (path.parent / TASKS[task]["labels"]).read_text().split()
     items = []
     with open(path, encoding="utf-8") as f:
@@ -212,50 +213,61 @@ def sha256_of(path):
     return h.hexdigest()
 
 
-def fetch(url, member, dest, sha256=None):
-    """Download url (a file, or a zip holding `member`) to dest, checking sha256 (or recording it)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".download")
-    print(f"downloading {url}{' -> ' + member if member else ''} to {dest}", file=sys.stderr)
-    urllib.request.urlretrieve(url, tmp)
-    if member:
-        with zipfile.ZipFile(tmp) as z:
-            dest.with_name(dest.name + ".part").write_bytes(z.read(member))
-        tmp.unlink()
-        tmp = dest.with_name(dest.name + ".part")
-    got = sha256_of(tmp)
-    if sha256 and got != sha256:
-        tmp.unlink()
-        raise ValueError(f"{url}: sha256 {got} is not the pinned {sha256}; refusing the download")
-    if not sha256:  # no published pin known: record this one, so a changed file is noticed later
-        dest.with_name(dest.name + ".sha256").write_text(got + "\n")
-        print(f"  no pinned sha256 for {dest.name}; recorded {got}", file=sys.stderr)
-    tmp.replace(dest)
+def check_pin(task, path):
+    """Warn when a task's original file is not the published release (its scores would not compare)."""
+    t, recorded = TASKS.get(task), Path(path).with_name(Path(path).name + ".sha256")
+    if t is None or Path(path).name != t["file"]:
+        return  # a generic or derived file: nothing to compare with
+    pin = t["sha256"] or (recorded.read_text().strip() if recorded.exists() else None)
+    if pin and sha256_of(path) != pin:
+        print(f"warning: {path} is not the release file (sha256 {pin}); its scores are not comparable "
+              f"with published ones", file=sys.stderr)
+
+
+def fetch(task, folder):
+    """Download a task's file (and labels file) from the original URL into folder, checking sha256 pins.
+    Where no pin is published, the sha256 of this first download is recorded beside the file instead."""
+    t = TASKS[task]
+    files = [(t["file"], t["sha256"])] + ([(t["labels"], t.get("labels_sha256"))] if t["labels"] else [])
+    folder.mkdir(parents=True, exist_ok=True)
+    blobs = {}
+    if t["member"]:  # one zip holds them all
+        zpath = folder / (Path(t["url"]).name + ".download")
+        print(f"downloading {t['url']} to {zpath}", file=sys.stderr)
+        urllib.request.urlretrieve(t["url"], zpath)
+        with zipfile.ZipFile(zpath) as z:
+            blobs = {name: z.read(t["member"].rsplit("/", 1)[0] + "/" + name) for name, _ in files}
+        zpath.unlink()
+    else:
+        for name, _ in files:
+            url = t["url"].rsplit("/", 1)[0] + "/" + name
+            print(f"downloading {url}", file=sys.stderr)
+            with urllib.request.urlopen(url, timeout=60) as r:
+                blobs[name] = r.read()
+    for name, pin in files:
+        got = hashlib.sha256(blobs[name]).hexdigest()
+        if pin and got != pin:
+            raise ValueError(f"{task}: downloaded {name} has sha256 {got}, not the pinned {pin}")
+        if not pin:
+            (folder / (name + ".sha256")).write_text(got + "\n")
+            print(f"  {name}: no published sha256 pin; recorded {got}", file=sys.stderr)
+        (folder / name).write_bytes(blobs[name])
 
 
 def task_file(task, data_dir=DEFAULT_DATA_DIR, download=True):
-    """The path of a task's original file under data_dir/<task>/, downloading it if missing."""
+    """The path of a task's original file, data_dir/<task>/<file>, downloaded if missing and allowed."""
     t = TASKS[task]
     path = Path(data_dir) / task / t["file"]
-    if not path.exists():
-        where = f"{t['url']}" + (f" (member {t['member']})" if t["member"] else "")
-        if not download:
-            raise FileNotFoundError(f"{task}: {path} not found. Put the original release file there (from "
-                                    f"{where}), pass --tasks={task}=FILE, or allow --download=True online.")
-        try:
-            fetch(t["url"], t["member"], path, t["sha256"])
-            if t["labels"]:
-                labels_member = t["member"] and t["member"].rsplit("/", 1)[0] + "/" + t["labels"]
-                labels_url = t["url"] if t["member"] else t["url"].rsplit("/", 1)[0] + "/" + t["labels"]
-                fetch(labels_url, labels_member, path.parent / t["labels"], t.get("labels_sha256"))
-        except OSError as e:
-            raise FileNotFoundError(f"{task}: {path} not found and the download failed ({e}). Put the "
-                                    f"original release file there (from {where}) or pass --tasks={task}=FILE.")
-    recorded = path.with_name(path.name + ".sha256")
-    pin = t["sha256"] or (recorded.read_text().strip() if recorded.exists() else None)
-    if pin and sha256_of(path) != pin:
-        print(f"warning: {path} is not the pinned release file (sha256 {pin}); "
-              f"its scores are not comparable with published ones", file=sys.stderr)
+    if path.exists():
+        return path
+    where = t["url"] + (f" (member {t['member']})" if t["member"] else "")
+    hint = f"Put the original release file there (from {where}) or pass --tasks={task}=FILE"
+    if not download:
+        raise FileNotFoundError(f"{task}: {path} not found. {hint}, or allow --download=True when online.")
+    try:
+        fetch(task, path.parent)
+    except (OSError, zipfile.BadZipFile, KeyError) as e:
+        raise FileNotFoundError(f"{task}: {path} not found and the download failed ({e}). {hint}.") from None
     return path
 
 
@@ -269,6 +281,7 @@ def load_task(task, path=None, data_dir=DEFAULT_DATA_DIR, limit=None, download=T
     path = Path(path) if path else task_file(task, data_dir, download)
     if not path.exists():
         raise FileNotFoundError(f"{task}: {path} not found")
+    check_pin(task, path)
     return read_items(task, path, limit)
 
 
@@ -378,7 +391,8 @@ def score_tokens(model, requests, batch_size=8, share=True, progress=None, desc=
     seqs, inputs = [], []
     for tokens, n in requests:
         if n > T:
-            raise ValueError(f"a continuation of {n} tokens does not fit in block_size {T}")
+            raise ValueError(f"a continuation of {n} tokens does not fit in block_size {T}: the harness's "
+                             f"definition scores it in one window, so this model cannot score this task")
         s = tuple(np.asarray(tokens[-(T + 1):], dtype=np.int64).tolist())  # cut on the left, as the harness
         seqs.append(s)
         inputs.append(s[:-1])
@@ -562,12 +576,15 @@ def perplexity_tokens(model, data, stride=None, batch_size=8, progress=None):
 
 
 def load_model(path, device):
-    """(model in eval mode, tokenizer name or None). Uses convert.load_model (every format: revgpt and
-    nanoGPT checkpoints, Hugging Face GPT-2 directories) when convert.py is present; otherwise reads
-    revgpt checkpoints itself."""
+    """(model in eval mode, tokenizer name or None). convert.load_model reads every format (revgpt and
+    nanoGPT checkpoints, Hugging Face GPT-2 directories); without convert.py, revgpt checkpoints only."""
     if importlib.util.find_spec("convert") is not None:
         import convert
         return convert.load_model(path, device)
+    return load_revgpt_checkpoint(path, device)
+
+
+def load_revgpt_checkpoint(path, device):
     from revgpt import GPT, GPTConfig
     path = Path(path)
     if path.is_dir():
@@ -578,14 +595,14 @@ def load_model(path, device):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # train.py also stores numpy RNG state, which the safe loader refuses
         ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own (trusted) checkpoint
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "revgpt-ckpt-v1":
-        raise ValueError(f"{path}: not a revgpt checkpoint (format={ckpt.get('format') if isinstance(ckpt, dict) else None!r})")
+    fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if fmt != "revgpt-ckpt-v1":
+        raise ValueError(f"{path}: not a revgpt checkpoint (format={fmt!r}, expected 'revgpt-ckpt-v1')")
     for key in ("model", "model_args", "tokenizer"):
         if key not in ckpt:
             raise ValueError(f"{path}: checkpoint has no '{key}'")
     model = GPT(GPTConfig(**ckpt["model_args"]))
-    state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
-    model.load_state_dict(state)
+    model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
     return model.to(device).eval(), ckpt["tokenizer"]
 
 
@@ -645,13 +662,14 @@ def get_args(argv=None):
 
 
 def print_table(results):
-    print(f"{'task':<24} {'metric':<16} {'value':>12} {'stderr':>10} {'n':>8}")
+    num = lambda v: f"{v:.4f}" if abs(v) < 1e5 else f"{v:.4e}"
+    print(f"{'task':<20} {'metric':<16} {'value':>12} {'stderr':>12} {'n':>8}")
     for task, r in results.items():
         for k, v in r.items():
             if isinstance(v, float) and not k.endswith("_stderr"):
                 se = r.get(k + "_stderr")
-                se = f"{se:.4f}" if se is not None else "N/A"
-                print(f"{task:<24} {k:<16} {v:>12.4f} {se:>10} {r.get('n', r.get('tokens', '')):>8}")
+                print(f"{task:<20} {k:<16} {num(v):>12} {num(se) if se is not None else 'N/A':>12} "
+                      f"{r.get('n', r.get('tokens', '')):>8}")
 
 
 def main(argv=None):
@@ -691,7 +709,9 @@ def main(argv=None):
             return
         for name, _, path in specs:
             if name == "wikitext":
-                pages, detok = load_pages(path or task_file(name, args.data_dir, args.download), "wikitext")
+                path = path or task_file(name, args.data_dir, args.download)
+                check_pin(name, path)
+                pages, detok = load_pages(path, "wikitext")
                 results[name] = perplexity_text(model, tokenizer, pages[:args.limit or None], detok, **kw)
             else:
                 items = load_task(name, path or None, args.data_dir, args.limit or None, args.download)
