@@ -64,7 +64,6 @@ import hashlib
 import importlib.util
 import json
 import math
-import os
 import pickle
 import random
 import re
@@ -163,38 +162,40 @@ def parse_item(task, obj, label=None):
     if task == "lambada_openai" and "text" in obj:
         context, _, word = obj["text"].rpartition(" ")
         return dict(context=context, continuation=word)
-    raise KeyError(f"keys {sorted(obj)} are neither a {task} original item nor a generic one "
-                   f"(query/choices/gold, context_options/continuation/gold, context/continuation)")
+    raise ValueError(f"keys {sorted(obj)} are neither a {task} original item nor a generic one "
+                     f"(query/choices/gold, context_options/continuation/gold, context/continuation)")
 
 
 def read_items(task, path, limit=None):
-    """Parse a JSONL benchmark file (and its labels file, if the task has one) into generic items."""
+    """Parse a JSONL benchmark file into generic items. Labels, where the release keeps them apart (PIQA,
+    WinoGrande), come from <stem>-labels.lst beside the file, one a line."""
     path = Path(path)
-    labels = None
-    original = task in TASKS and path.name == TASKS[task]["file"]  # generic copies carry their own gold
-    if original and TASKS[task]["labels"] and (path.parent / TASKS[task]["labels"]).exists():
-        labels = (path.parent / TASKS[task]["labels"]).read_text().split()
+    labels_path = path.with_name(path.stem + "-labels.lst")
+    labels = labels_path.read_text().split() if labels_path.exists() else None
     items = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            where = f"{path}:{lineno}: malformed {task} item"
             try:
                 obj = json.loads(line)
                 label = labels[len(items)] if labels and len(items) < len(labels) else None
                 if task == "piqa" and "goal" in obj and label is None:
-                    raise KeyError(f"no label: put {TASKS['piqa']['labels']} beside {path.name}")
+                    raise ValueError(f"no label: put {labels_path.name} beside {path.name}")
                 items.append(parse_item(task, obj, label))
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
-            except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
-                raise ValueError(f"{path}:{lineno}: malformed {task} item: {e}") from None
+            except KeyError as e:
+                raise ValueError(f"{where}: missing key {e}") from None
+            except (ValueError, TypeError, IndexError, AttributeError) as e:
+                raise ValueError(f"{where}: {e}") from None
             if limit and len(items) == limit:
                 break
     if not items:
         raise ValueError(f"{path}: no items in the file")
     if labels and not limit and len(labels) != len(items):
-        raise ValueError(f"{path}: {len(items)} items but {len(labels)} labels in {TASKS[task]['labels']}")
+        raise ValueError(f"{path}: {len(items)} items but {len(labels)} labels in {labels_path.name}")
     kinds = {item_kind(it) for it in items}
     if len(kinds) > 1:
         raise ValueError(f"{path}: mixes item kinds {sorted(kinds)}; one file holds one kind")
@@ -556,7 +557,7 @@ def perplexity_text(model, tokenizer, pages, detokenize=False, batch_size=8, pro
     return dict(word_perplexity=math.exp(-ll / words), byte_perplexity=math.exp(-ll / n_bytes),
                 bits_per_byte=-ll / n_bytes / math.log(2), word_perplexity_stderr=None,
                 byte_perplexity_stderr=None, bits_per_byte_stderr=None,
-                n=len(pages), words=words, bytes=n_bytes, tokens=n_tokens, lls=lls)
+                n=len(pages), words=words, bytes=n_bytes, tokens=n_tokens, detokenized=detokenize, lls=lls)
 
 
 def perplexity_tokens(model, data, stride=None, batch_size=8, progress=None):
@@ -716,6 +717,8 @@ def main(argv=None):
             else:
                 items = load_task(name, path or None, args.data_dir, args.limit or None, args.download)
                 results[name] = evaluate_items(model, tokenizer, items, bootstrap_iters=args.bootstrap_iters, **kw)
+            if name in TASKS:  # state the protocol next to the numbers
+                results[name]["prompt"] = TASKS[name]["prompt"]
         if args.dataset:
             f = Path(args.dataset)
             f = f if f.suffix == ".bin" else Path(__file__).resolve().parent / "data" / args.dataset / f"{args.split}.bin"

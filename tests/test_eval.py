@@ -4,7 +4,6 @@ expectations, and the real benchmark files in ../shared/data when they are there
 import dataclasses
 import json
 import math
-import os
 import random
 import subprocess
 import sys
@@ -136,10 +135,16 @@ def test_bad_input_errors(tmp_path):
         ev.load_task("piqa", data_dir=tmp_path, download=False)
     with pytest.raises(ValueError, match=r"malformed\.jsonl:2: malformed JSON"):
         ev.load_task("mine", FIX / "bad" / "malformed.jsonl")
-    with pytest.raises(ValueError, match=r"missing_key\.jsonl:2: malformed mine item"):
+    with pytest.raises(ValueError, match=r"missing_key\.jsonl:2: malformed mine item: missing key 'gold'"):
         ev.load_task("mine", FIX / "bad" / "missing_key.jsonl")
     with pytest.raises(ValueError, match="empty.jsonl: no items"):
         ev.load_task("mine", FIX / "bad" / "empty.jsonl")
+    (tmp_path / "valid.jsonl").write_bytes((FIX / "piqa" / "valid.jsonl").read_bytes())  # labels file missing
+    with pytest.raises(ValueError, match=r"valid\.jsonl:1: malformed piqa item: no label: put valid-labels\.lst"):
+        ev.load_task("piqa", tmp_path / "valid.jsonl")
+    (tmp_path / "valid-labels.lst").write_text("0\n1\n1\n0\n")
+    with pytest.raises(ValueError, match="3 items but 4 labels"):
+        ev.load_task("piqa", tmp_path / "valid.jsonl")
     (tmp_path / "empty.raw").write_text("")
     with pytest.raises(ValueError, match="empty"):
         ev.load_pages(tmp_path / "empty.raw")
@@ -376,7 +381,6 @@ def test_batched_equals_naive_for_every_dynamic(dynamics):
 
 
 def test_main_end_to_end(tmp_path):
-    revgpt = pytest.importorskip("revgpt")
     m = revgpt_model(block_size=64)
     ckpt = tmp_path / "ckpt.pt"
     torch.save({"format": "revgpt-ckpt-v1", "model": m.state_dict(), "model_args": dataclasses.asdict(m.config),
