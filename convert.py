@@ -486,6 +486,7 @@ CLI_DEFAULTS = dict(
     min_lr=3e-5,
     warmup_iters=20,
     eval_max_tokens=0,  # 0 = whole val splits; N = only their first N tokens (quicker, logged)
+    eval_original=True,  # False: skip the original's perplexity (when it is already known)
     resume=False,  # continue the fine-tune in out_dir (train.py's --init_from=resume)
     export="",  # write this revgpt euler checkpoint (or any loadable model) as a HF GPT-2 directory...
     export_dir="",  # ...here, and stop
@@ -575,7 +576,8 @@ def main(argv=None):
                   "a": "random" if mc.a_random else mc.a, "tokenizer": tok, "aux_dataset": aux,
                   "eval_dataset": eval_ds, "eval_split": "val", "epochs": c["epochs"]}
         if master:
-            for name, m in (("original", original), ("converted_before", converted)):
+            todo = [("original", original)] if c["eval_original"] else []
+            for name, m in todo + [("converted_before", converted)]:
                 ppl, loss, n = perplexity(m, eval_ds, max_tokens=c["eval_max_tokens"], device=device)
                 report[name] = {"ppl": ppl, "loss": loss, "tokens": n}
                 say(f"{name}: {eval_ds} val perplexity {ppl:.4f} (loss {loss:.4f}, {n:,} tokens)")
@@ -598,12 +600,15 @@ def main(argv=None):
     ppl, loss, n = perplexity(tuned, report["eval_dataset"], max_tokens=c["eval_max_tokens"], device=device)
     report["converted_after"] = {"ppl": ppl, "loss": loss, "tokens": n, "iters": summary["iter_num"],
                                  "epochs_done": summary.get("epoch"), "tokens_seen": summary.get("tokens_seen")}
-    report["gap_after_pct"] = 100 * (ppl / report["original"]["ppl"] - 1)
+    if "original" in report:
+        report["gap_after_pct"] = 100 * (ppl / report["original"]["ppl"] - 1)
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     say(f"\n{report['eval_dataset']} val perplexity ({n:,} tokens):")
     for name in ("original", "converted_before", "converted_after"):
-        say(f"  {name:17s} {report[name]['ppl']:8.4f}")
-    say(f"  gap after fine-tuning: {report['gap_after_pct']:+.2f}% of the original's perplexity")
+        if name in report:
+            say(f"  {name:17s} {report[name]['ppl']:8.4f}")
+    if "gap_after_pct" in report:
+        say(f"  gap after fine-tuning: {report['gap_after_pct']:+.2f}% of the original's perplexity")
     return report
 
 

@@ -65,8 +65,8 @@ CKPT_FORMAT = "revgpt-ckpt-v1"
 # I/O
 out_dir = "out"  # ckpt.pt (latest), best.pt (best val loss) and log.jsonl (train + eval records)
 init_from = "scratch"  # "scratch", "resume" (out_dir/ckpt.pt) or a checkpoint file to fine-tune
-eval_interval = 250  # evaluate on the whole val split (and save ckpt.pt) every this many iterations
-log_interval = 25  # print a training log line every this many iterations
+eval_interval = 500  # evaluate on the whole val split (and save ckpt.pt) every this many iterations
+log_interval = 50  # print a training log line every this many iterations
 eval_only = False  # evaluate once and exit
 always_save_checkpoint = True  # ckpt.pt at every eval (True) or only when val loss improves (False)
 eval_max_tokens = 0  # 0 = score the whole val split; N > 0 = only its first N tokens (logged)
@@ -74,7 +74,7 @@ eval_batch_size = 0  # windows per forward in the evaluation; 0 = batch_size
 # data
 dataset = "shakespeare_char"  # data/<dataset>/: train.bin, val.bin, meta.json (prepared on first use)
 data_dir = ""  # "" = data/<dataset>; or any folder holding train.bin, val.bin, meta.json
-batch_size = 32  # sequences per micro-step, per process
+batch_size = 16  # sequences per micro-step, per process
 block_size = 128  # tokens per sequence; a new model's context length
 gradient_accumulation_steps = 1  # micro-steps per optimizer step, over ALL processes (as nanoGPT)
 epochs = 0.0  # > 0: train for this many passes over train.bin (sets max_iters)
@@ -92,8 +92,8 @@ a_random = False  # per-layer a = +-1 + U(-1/2, 1/2), drawn from a_seed
 a_seed = 0
 backward = "auto"  # "reversible" (recompute, constant memory), "autograd" (store all), "auto"
 # optimizer (AdamW)
-learning_rate = 1e-3  # peak learning rate
-max_iters = 1500  # optimizer steps in total
+learning_rate = 2e-3  # peak learning rate (small models tolerate a high one)
+max_iters = 2000  # optimizer steps in total
 weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.99  # a little below GPT-2's 0.999 because the batches are small
@@ -102,7 +102,7 @@ grad_clip = 1.0  # clip the gradient norm at this value; 0 = off
 decay_lr = True
 warmup_iters = 100
 lr_decay_iters = 0  # 0 = max_iters
-min_lr = 1e-4  # ~ learning_rate / 10
+min_lr = 2e-4  # ~ learning_rate / 10
 # distillation: with a teacher, loss = kl_weight * KL(teacher || student) + ce_weight * cross-entropy
 teacher = ""  # path of a revgpt checkpoint, loaded frozen; "" = no teacher, loss = cross-entropy
 kl_weight = 1.0
@@ -365,6 +365,7 @@ def evaluate(model, data, T, batch_size, device, autocast, max_tokens=0, rank=0,
     rest = (N - 1) - len(full) * T  # targets left for one shorter last window (0 <= rest < T)
     batches = [full[i:i + batch_size] for i in range(0, len(full), batch_size)]
     total = torch.zeros(2, dtype=torch.float64, device=device)  # [sum of losses, tokens]
+    was_training = model.training
     model.eval()
     for b in batches[rank::world_size]:
         x, y = get_batch(data, b, T, device)
@@ -382,7 +383,7 @@ def evaluate(model, data, T, batch_size, device, autocast, max_tokens=0, rank=0,
         total[1] += y.numel()
     if world_size > 1:
         torch.distributed.all_reduce(total)
-    model.train()
+    model.train(was_training)
     assert int(total[1].item()) == N - 1, "every val token after the first is scored exactly once"
     return (total[0] / total[1]).item(), N - 1
 
@@ -618,6 +619,7 @@ def main(argv=None):
 
 
 def _train(config, explicit, device, rank, local_rank, world_size):
+    t_start = time.time()
     master = rank == 0  # logs, checkpoints and samples
     say = print if master else (lambda *a, **k: None)
     out = Path(config["out_dir"])
@@ -721,6 +723,8 @@ def _train(config, explicit, device, rank, local_rank, world_size):
     iter_num, best_val_loss = 0, float("inf")
     if c["init_from"] == "resume":
         optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
         sampler.load_state_dict(ckpt["data_state"])
         rng = ckpt["rng"]
@@ -771,7 +775,7 @@ def _train(config, explicit, device, rank, local_rank, world_size):
             "format": CKPT_FORMAT, "model": raw_model.state_dict(), "model_args": dataclasses.asdict(mc),
             "tokenizer": meta["tokenizer"], "dataset": c["dataset"], "iter_num": iter_num,
             "best_val_loss": best_val_loss, "config": dict(c), "optimizer": optimizer.state_dict(),
-            "rng": rng, "data_state": sampler.state_dict(), "world_size": world_size,
+            "rng": rng, "data_state": sampler.state_dict(), "scaler": scaler.state_dict(), "world_size": world_size,
             "tokens_seen": iter_num * tokens_per_iter,
         }, out / "ckpt.pt")
 
@@ -882,6 +886,13 @@ def _train(config, explicit, device, rank, local_rank, world_size):
     if last_saved != iter_num:  # the run's final state, so it can be resumed or extended
         checkpoint()
         say(f"saved {out / 'ckpt.pt'}")
+    summary = {"iter_num": iter_num, "val_loss": val_loss, "best_val_loss": best_val_loss, "out_dir": str(out),
+               "tokens_seen": iter_num * tokens_per_iter, "epoch": sampler.progress(),
+               "wall_s": time.time() - t_start}
+    say(f"done: {iter_num} iterations, {summary['tokens_seen']:,} tokens ({summary['epoch']:.2f} epochs), "
+        f"final val loss {'n/a' if val_loss is None else f'{val_loss:.4f}'}, best {best_val_loss:.4f}, "
+        f"{summary['wall_s'] / 60:.1f} min")
+    log.write(type="done", **summary)
     log.close()
 
     # --- a sample ---------------------------------------------------------------------------------
@@ -896,8 +907,7 @@ def _train(config, explicit, device, rank, local_rank, world_size):
                                      temperature=c["temperature"], top_k=c["top_k"] or None)
         say(f"sample ({c['sample_tokens']} tokens, temperature {c['temperature']}, top_k {c['top_k']}):")
         say("-" * 80 + "\n" + tok.decode(ids[0].tolist()) + "\n" + "-" * 80)
-    return {"iter_num": iter_num, "val_loss": val_loss, "best_val_loss": best_val_loss, "out_dir": str(out),
-            "tokens_seen": iter_num * tokens_per_iter, "epoch": sampler.progress()}
+    return summary
 
 
 if __name__ == "__main__":
