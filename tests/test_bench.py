@@ -1,0 +1,242 @@
+"""Tests of bench.py's measuring functions on tiny configs (no timing assertions)."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import bench  # noqa: E402
+from revgpt import GPT, GPTConfig, activation_bytes  # noqa: E402
+
+SHAPE = dict(block_size=16, vocab_size=37, n_embd=16, n_head=2, bias=True)
+
+
+def tiny_model(dyn="midpoint", backward=None, n_layer=2, dtype=torch.float32, **kw):
+    torch.manual_seed(0)
+    cfg = GPTConfig(n_layer=n_layer, dynamics=dyn, backward=backward, **dict(SHAPE, **kw))
+    return GPT(cfg).to(dtype)
+
+
+def batch(B=3, T=11, seed=0, ignore_some=False):
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, SHAPE["vocab_size"], (B, T), generator=g)
+    tgt = torch.randint(0, SHAPE["vocab_size"], (B, T), generator=g)
+    if ignore_some:
+        tgt[0, :3] = -1  # ignore_index
+    return idx, tgt
+
+
+def model_loss64(model, idx, tgt):
+    """The model's own logits with the cross-entropy in float64 (GPT.forward computes its loss in
+    float32 via .float(), which would limit a float64 comparison to ~1e-7)."""
+    logits, _ = model(idx)
+    return torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), tgt.view(-1), ignore_index=-1)
+
+
+def loss_and_grads(model, fn):
+    model.zero_grad(set_to_none=True)
+    loss = fn()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def assert_same(a, b, rtol):
+    (la, ga), (lb, gb) = a, b
+    assert abs(la.item() - lb.item()) <= rtol * abs(lb.item())
+    assert ga.keys() == gb.keys()
+    for n in gb:
+        assert ((ga[n] - gb[n]).norm() <= rtol * gb[n].norm() + 1e-300), n
+
+
+# saved bytes ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dyn,bw", [("euler", "autograd"), ("midpoint", "reversible"), ("midpoint", "autograd"),
+                                    ("leapfrog", "reversible"), ("hamiltonian", "reversible")])
+def test_saved_bytes_matches_core_helper(dyn, bw):
+    model = tiny_model(dyn, bw, n_layer=3)
+    idx, tgt = batch()
+    sb = bench.saved_bytes(model, idx, tgt)
+    assert sb["total"] == activation_bytes(model, idx, tgt)
+    assert sb["total"] == sb["stack"] + sb["head"] and sb["head"] > 0 and sb["stack"] > 0
+
+
+def test_saved_bytes_depth_behaviour():
+    """Reversible: flat in depth; euler: linear; checkpoint: one (B, T, C) state per block."""
+    idx, tgt = batch()
+    B, T, C = idx.size(0), idx.size(1), SHAPE["n_embd"]
+    rev = [bench.saved_bytes(tiny_model("midpoint", "reversible", L), idx, tgt)["total"] for L in (2, 4, 8)]
+    eul = [bench.saved_bytes(tiny_model("euler", "autograd", L), idx, tgt)["total"] for L in (2, 4, 8)]
+    ck = [bench.saved_bytes(tiny_model("euler", "autograd", L), idx, tgt, checkpoint_blocks=True)["total"]
+          for L in (2, 4, 8)]
+    assert rev[0] == rev[1] == rev[2]
+    assert eul[2] - eul[1] == 2 * (eul[1] - eul[0]) > 0
+    # each extra block costs checkpoint exactly its float32 input state
+    assert ck[1] - ck[0] == 2 * B * T * C * 4 and ck[2] - ck[1] == 4 * B * T * C * 4
+    assert ck[2] < eul[2]
+
+
+def test_chunked_head_saves_less_head_memory():
+    idx, tgt = batch()
+    model = tiny_model("midpoint", "reversible", vocab_size=500)
+    full = bench.saved_bytes(model, idx, tgt)
+    chunked = bench.saved_bytes(model, idx, tgt, head_chunk=8)
+    assert chunked["stack"] == full["stack"] and chunked["head"] < full["head"] / 4
+
+
+# the bench's own forwards equal the model's --------------------------------------------------
+
+def test_checkpoint_path_equals_plain_euler():
+    model = tiny_model("euler", "autograd", n_layer=3, dtype=torch.float64)
+    idx, tgt = batch(ignore_some=True)
+    ref = loss_and_grads(model, lambda: model(idx, tgt)[1])
+    ck = loss_and_grads(model, lambda: bench.bench_loss(model, idx, tgt, checkpoint_blocks=True))
+    assert_same(ck, ref, 1e-12)
+
+
+def test_checkpoint_path_non_default_h():
+    model = tiny_model("euler", "autograd", n_layer=2, dtype=torch.float64, h=0.5)
+    idx, tgt = batch()
+    ref = loss_and_grads(model, lambda: model(idx, tgt)[1])
+    ck = loss_and_grads(model, lambda: bench.bench_loss(model, idx, tgt, checkpoint_blocks=True))
+    assert_same(ck, ref, 1e-12)
+
+
+def test_checkpoint_refused_for_reversible():
+    model = tiny_model("midpoint", "reversible")
+    idx, tgt = batch()
+    with pytest.raises(ValueError, match="euler"):
+        bench.bench_loss(model, idx, tgt, checkpoint_blocks=True)
+
+
+@pytest.mark.parametrize("dyn,bw", [("euler", "autograd"), ("midpoint", "reversible"), ("leapfrog", "reversible"),
+                                    ("hamiltonian", "reversible"), ("hamiltonian", "autograd")])
+def test_chunked_head_equals_model_loss_and_grads(dyn, bw):
+    model = tiny_model(dyn, bw, n_layer=2, dtype=torch.float64)
+    idx, tgt = batch(ignore_some=True)
+    ref = loss_and_grads(model, lambda: model_loss64(model, idx, tgt))
+    for chunk in (5, 7, 1000):  # chunks that do and do not divide B*T = 33
+        got = loss_and_grads(model, lambda: bench.bench_loss(model, idx, tgt, head_chunk=chunk))
+        assert_same(got, ref, 1e-10)
+    # the tap put the real head back
+    assert isinstance(model.lm_head, torch.nn.Linear) and model.lm_head.weight is model.transformer.wte.weight
+
+
+def test_checkpoint_with_chunked_head():
+    model = tiny_model("euler", "autograd", n_layer=2, dtype=torch.float64)
+    idx, tgt = batch()
+    ref = loss_and_grads(model, lambda: model_loss64(model, idx, tgt))
+    got = loss_and_grads(model, lambda: bench.bench_loss(model, idx, tgt, checkpoint_blocks=True, head_chunk=4))
+    assert_same(got, ref, 1e-10)
+
+
+# max-batch search ------------------------------------------------------------------------------
+
+def test_max_batch_search_linear():
+    calls = []
+    peak = lambda b: 1000 + 37 * b  # noqa: E731
+
+    def fake(b):
+        calls.append(b)
+        return peak(b)
+
+    for budget in (1000 + 37 * 4, 1000 + 37 * 4 + 36, 1000 + 37 * 333 + 5):
+        calls.clear()
+        best, probes = bench.max_batch_search(fake, budget)
+        assert best == (budget - 1000) // 37
+        assert peak(best) <= budget < peak(best + 1)
+        assert best + 1 in probes  # the next batch up was measured not to fit
+        assert len(calls) == len(set(calls)) <= 8  # no batch measured twice; few probes
+
+
+def test_max_batch_search_noisy_and_failures():
+    """Noise, out-of-memory failures (None) and a non-linear curve: it still ends, and the answer
+    is a batch that was measured to fit."""
+    import random
+    rng = random.Random(0)
+
+    def fake(b):
+        if b > 300:
+            return None  # "out of memory" before the budget is reached
+        return 500 + 3 * b + 0.02 * b * b + rng.uniform(-20, 20)
+
+    for budget in (520, 900, 2000, 10 ** 6):
+        best, probes = bench.max_batch_search(fake, budget)
+        assert best == 0 or (probes[best] is not None and probes[best] <= budget)
+        assert len(probes) <= 16
+        if best and best + 1 in probes:
+            assert probes[best + 1] is None or probes[best + 1] > budget
+
+
+def test_max_batch_search_nothing_fits_and_limit():
+    best, probes = bench.max_batch_search(lambda b: 10 ** 9, budget=100)
+    assert best == 0 and list(probes) == [1]
+    best, probes = bench.max_batch_search(lambda b: b, budget=10 ** 9, limit=50)
+    assert best == 50 and max(probes) == 50
+
+
+# measurement of one configuration -------------------------------------------------------------
+
+SPEC = dict(shape=SHAPE, n_layer=2, combo="midpoint/reversible", batch=2, steps=2, amp=None, threads=1)
+
+
+def test_run_steps_in_process_and_budget():
+    out = bench.run_steps(SPEC, "cpu")
+    model = bench.make_model(SHAPE, 2, "midpoint/reversible")
+    n_bytes = sum(p.numel() * 4 for p in model.parameters())
+    st = out["static"]
+    assert st["weights"] == st["grads"] == n_bytes
+    assert st["optimizer"] >= 2 * n_bytes  # AdamW: two moments per weight (+ step counters)
+    assert len(out["step_times"]) == 2
+    assert bench.run_steps(SPEC, "cpu", budget=-1) is None  # over any budget: does not fit
+
+
+def test_probe_subprocess_respects_budget():
+    """A fresh process per measurement: peak resident memory counted above its own baseline."""
+    out = bench.probe_subprocess(dict(SPEC, budget=None))
+    assert out["peak"] >= 0 and out["static"]["total"] > 0
+    assert bench.probe_subprocess(dict(SPEC, budget=1)) is None  # 1 byte: nothing fits
+
+
+def test_flops_recompute_adds_one_block_forward():
+    L, C, T = 3, SHAPE["n_embd"], SHAPE["block_size"]
+    extra = bench.flops_per_token(SHAPE, L, True) - bench.flops_per_token(SHAPE, L, False)
+    assert extra == 2 * L * 12 * C * C + 4 * L * T * C
+
+
+def test_parse_combo_errors():
+    assert bench.parse_combo("leapfrog/autograd") == ("leapfrog", "autograd")
+    with pytest.raises(ValueError, match="midpoint/checkpoint"):
+        bench.parse_combo("midpoint/checkpoint")
+
+
+# the whole sweep, tiny and in-process, down to the report -----------------------------------
+
+@pytest.fixture
+def one_thread():
+    """Tiny ops on a shared 2-core machine run faster on one thread; restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_run_bench_and_report_smoke(tmp_path, monkeypatch, one_thread):
+    tiny = dict(shape=SHAPE, batch=2, amp=None, warmup=1, steps=1, maxbatch_steps=2,
+                bytes_depths=[1, 2], time_depths=[2], peak_depths=[1], maxbatch_depths=[2],
+                maxbatch_combos=["euler/autograd", "midpoint/reversible"], headline_depth=2, head_depth=1,
+                head_vocabs=[37], head_chunk=8, budget_gb=1.0, gpt2=None)
+    monkeypatch.setattr(bench, "settings", lambda device, quick: dict(tiny))
+    # in-process stand-in for the subprocess probe: a linear fake peak, so the search is exercised
+    monkeypatch.setattr(bench, "measure", lambda spec, device, budget=None: (
+        None if budget is not None and spec["batch"] > 5 else
+        dict(peak=spec["batch"], static={"total": 1}, step_times=[0.1] * spec["steps"])))
+    args = bench.build_parser().parse_args(["--device", "cpu"])
+    R = bench.run_bench(args, "cpu")
+    assert R["maxbatch"]["midpoint/reversible"]["2"]["max_batch"] == 5
+    assert set(R["bytes"]) == {bench.combo_name(*c) for c in bench.COMBOS}
+    json.dumps(R)  # serialisable
+    bench.write_report(R, tmp_path, "t")
+    md = (tmp_path / "t.md").read_text()
+    assert "midpoint/reversible" in md and "Max batch" in md
