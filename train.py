@@ -91,6 +91,8 @@ a = 1.0  # Midpoint(a) coefficient; 1 = plain midpoint
 a_random = False  # per-layer a = +-1 + U(-1/2, 1/2), drawn from a_seed
 a_seed = 0
 backward = "auto"  # "reversible" (recompute, constant memory), "autograd" (store all), "auto"
+exact = False  # fixed-point float64 stream: bit-identical reconstruction (revgpt.py, "Exact mode")
+exact_bits = 32  # fractional bits of that fixed-point grid
 # optimizer (AdamW)
 learning_rate = 2e-3  # peak learning rate (small models tolerate a high one)
 max_iters = 2000  # optimizer steps in total

@@ -73,10 +73,10 @@ def max_diff(sd1, sd2):
 
 # 1. Exact resume ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dynamics", ["midpoint", "euler"])
-def test_resume_is_exact(tmp_path, data, dynamics):
+@pytest.mark.parametrize("model", ["--dynamics=midpoint", "--dynamics=euler", "--dynamics=leapfrog --exact=True"])
+def test_resume_is_exact(tmp_path, data, model):
     N = 4
-    common = [f"--dynamics={dynamics}", f"--lr_decay_iters={2 * N}", "--gradient_accumulation_steps=2"]
+    common = [*model.split(), f"--lr_decay_iters={2 * N}", "--gradient_accumulation_steps=2"]
     run(data, tmp_path / "a", *common, f"--max_iters={2 * N}")
     run(data, tmp_path / "b", *common, f"--max_iters={N}")
     assert train.load_checkpoint(tmp_path / "b" / "ckpt.pt")["iter_num"] == N
@@ -89,6 +89,8 @@ def test_resume_is_exact(tmp_path, data, dynamics):
     assert max_diff(weights(tmp_path / "a" / "ckpt.pt"), weights(tmp_path / "b" / "ckpt.pt")) <= 1e-6
     ca, cb = (train.load_checkpoint(tmp_path / d / "ckpt.pt") for d in "ab")
     assert ca["data_state"] == cb["data_state"] and ca["iter_num"] == cb["iter_num"] == 2 * N
+    summary = run(data, tmp_path / "b", "--init_from=resume")  # nothing left to do: a no-op
+    assert summary["iter_num"] == 2 * N and summary["val_loss"] is None
 
 
 def test_ctrl_c_saves_and_resume_continues_exactly(tmp_path, data, monkeypatch):
