@@ -368,33 +368,46 @@ def export_hf(model: GPT, out_dir, tokenizer=None, dataset=None):
 #
 # The conversion keeps EVERY weight where it is: block l becomes layer l's forcing, with the same
 # embedding, ln_f and tied head, and revgpt's initial states p_{-1} = p_0 = embedding (q_0 = p_0 for
-# hamiltonian). What remains to choose is the step size h (and a for Midpoint(a)). We measured the
-# candidates on a trained model (experiments/convert_experiment.py, table in results/convert/ and the
-# README) by KL(original || converted) on held-out text, and keep the closest one that stays
-# reversible in float32. The chosen forms, and why they are close to Euler:
+# hamiltonian). What is left to choose is the step size h (and a for Midpoint(a)). We scored the
+# candidates on a trained 6-layer model (experiments/convert_experiment.py; the table is in
+# results/convert/table.md and the README) by KL(original || converted) on held-out text, and keep
+# the closest one whose float32 reversible-backward gradients match autograd within 1e-3.
+# The chosen mappings (L = number of layers):
 #
-#   midpoint (Midpoint(a), eq. 3.6)   p_{l+1} = a p_{l-1} + (1 - a) p_l + 2h f_l(p_l)
-#       A steady increment v = p_{l+1} - p_l solves v = -a v + 2h f, so v = 2h f / (1 + a): Euler's
-#       increment f needs 2h = 1 + a. The other solution of the recurrence, (-a)^l, is the
-#       "parasitic" even/odd oscillation that p_{-1} = p_0 starts; |a| < 1 damps it (a = 0 would be
-#       Euler exactly, but dividing by a on the way back amplifies rounding by 1/|a| per layer).
-#   leapfrog (eq. 2.6)                p_{l+1} = 2 p_l - p_{l-1} + h^2 f_l(p_l)
-#       The velocity v_l = p_l - p_{l-1} accumulates the forcing, v_{l+1} = v_l + h^2 f_l, so p_L =
-#       e + h^2 sum_l (L - l) f_l: early blocks count L - l times. No h matches Euler for every block;
-#       h^2 = 2 / (L + 1) matches the total weight sum_l (L - l) h^2 = L.
-#   hamiltonian (eqs. 2.8-2.9)        q_{l+1} = q_l + h Attn_l(LN1 p_l),  p_{l+1} = p_l + h MLP_l(LN2 q_{l+1})
-#       h = 1 is GPT-2's attention-then-MLP order, but the two sums are split between the streams:
-#       attention reads p = e + sum MLP (no attention outputs), the MLP reads q = e + sum Attn, and the
-#       read-out p_L misses every attention output.
+#   midpoint: Midpoint(a), eq. 3.6, with a = -2^(-6/L) (= -1/2 at L = 6) and h = 1/2:
+#       p_{l+1} = a p_{l-1} + (1 - a) p_l + f_l(p_l)                          (2h = 1)
+#     The recurrence has two modes, 1 and -a. Plain midpoint (a = 1) makes the second one the
+#     undamped even/odd oscillation: p_L = e + the f_l of every OTHER layer, and half the blocks never
+#     reach the read-out directly (the worst candidate we measured). With a < 0 the second mode -a is
+#     a smooth memory of the previous state that decays, and a -> 0 is Euler exactly. The inverse
+#     divides by a, which multiplies rounding errors by up to 1/|a| per layer; a = -2^(-6/L) caps that
+#     at (1/|a|)^L = 64 whatever the depth (a deeper model gets an a closer to -1).
+#   leapfrog (eq. 2.6) with h = 1:
+#       p_{l+1} = 2 p_l - p_{l-1} + f_l(p_l)                                 (Midpoint(a = -1), 2h = 1)
+#     The first step is exactly Euler's, p_1 = e + f_0(e); after it the velocity v_l = p_l - p_{l-1}
+#     carries every earlier increment, v_{l+1} = v_l + f_l, so p_L = e + sum_l (L - l) f_l: early blocks
+#     count more than in Euler, yet h = 1 measured closest of h^2 in [1/6, 2].
+#   hamiltonian (eqs. 2.8-2.9) with h = 3/4:
+#       q_{l+1} = q_l + h Attn_l(LN1 p_l),   p_{l+1} = p_l + h MLP_l(LN2 q_{l+1})
+#     h = 1 is GPT-2's coefficients in GPT-2's attention-then-MLP order, but the streams split the two
+#     sums: attention reads p = e + sum MLP (without the attention outputs), the MLP reads q = e + sum
+#     Attn, and the read-out p_L has no attention output. No h repairs that (the largest gap of the
+#     three before fine-tuning); a slightly smaller h measured closest.
 #
-# Measured but not expressible with a GPTConfig (each layer would run TWO blocks): paper.md's reading,
-# two Euler steps ~ one midpoint step forced by f_{l-1} + f_l at the middle state, and its leapfrog
-# analogue forced by f_l - f_{l-1}; both are in the experiment's table for reference.
-CONVERT_DEFAULTS = {  # chosen by measurement (see above); h/a given explicitly override them
-    "midpoint": dict(a=1.0, h=0.5),
-    "leapfrog": dict(h=0.5),
-    "hamiltonian": dict(h=1.0),
+# Measured but not expressible with a GPTConfig (each layer would have to run TWO blocks): paper.md's
+# reading, two Euler steps ~ one midpoint step forced by f_{l-1} + f_l at the middle state, and its
+# leapfrog analogue forced by f_l - f_{l-1}; both are in the experiment's table, and neither was
+# closer than the forms above.
+CONVERT_DEFAULTS = {  # chosen by measurement (see above); h/a passed to convert() override them
+    "midpoint": dict(a="-2^(-6/L)", h=0.5),
+    "leapfrog": dict(h=1.0),
+    "hamiltonian": dict(h=0.75),
 }
+
+
+def default_midpoint_a(n_layer):
+    """a = -2^(-6/L): -1/2 at the measured depth L = 6, and (1/|a|)^L = 64 at any depth."""
+    return -(2.0 ** (-6.0 / n_layer))
 
 
 def convert(model: GPT, dynamics, h=None, a=None, a_random=False, a_seed=0, backward=None):
@@ -408,13 +421,11 @@ def convert(model: GPT, dynamics, h=None, a=None, a_random=False, a_seed=0, back
         raise ConvertError(f"convert: the Euler model has h={c.h}; the mapping assumes GPT-2's h=1")
     if dynamics not in CONVERT_DEFAULTS:
         raise ConvertError(f"convert: dynamics={dynamics!r}; must be one of {sorted(CONVERT_DEFAULTS)}")
-    m = dict(CONVERT_DEFAULTS[dynamics])
-    if h is not None:
-        m["h"] = h
-    if a is not None:
-        m["a"] = a
+    h = CONVERT_DEFAULTS[dynamics]["h"] if h is None else h
+    if a is None:
+        a = default_midpoint_a(c.n_layer) if dynamics == "midpoint" else 1.0
     args = dataclasses.asdict(c)
-    args.update(dynamics=dynamics, h=m["h"], a=m.get("a", 1.0), a_random=a_random, a_seed=a_seed,
+    args.update(dynamics=dynamics, h=h, a=a, a_random=a_random, a_seed=a_seed,
                 dropout=0.0, backward=backward)  # the reversible backward needs dropout = 0
     try:
         new = GPT(GPTConfig(**args))

@@ -171,8 +171,9 @@ def test_convert_keeps_weights_and_follows_the_mapping(dyn):
         assert torch.equal(conv.state_dict()[k], v), k
     want = convert.CONVERT_DEFAULTS[dyn]
     assert conv.config.dynamics == dyn and conv.config.h == want["h"] and conv.config.backward == "reversible"
-    if dyn == "midpoint":
-        assert conv.config.a == want["a"]
+    if dyn == "midpoint":  # a = -2^(-6/L): -1/2 at L = 6, and the rounding amplification (1/|a|)^L = 64
+        assert conv.config.a == convert.default_midpoint_a(3) and (1 / abs(conv.config.a)) ** 3 == pytest.approx(64)
+        assert convert.default_midpoint_a(6) == -0.5
     # a converted model is reversible: the embedding comes back from the final pair
     assert revgpt.reconstruction_error(conv.double(), tokens()) < 1e-10
 
