@@ -437,13 +437,13 @@ def settings(device, quick):
             shape=dict(block_size=128, vocab_size=257, n_embd=128, n_head=4, bias=True),
             batch=4, amp=None, warmup=1, steps=5, maxbatch_steps=3,
             bytes_depths=[2, 4, 8, 16], time_depths=[2, 4], peak_depths=[4],
-            maxbatch_depths=[4], maxbatch_combos=["euler/autograd", "euler/checkpoint", "midpoint/reversible"],
+            maxbatch_depths=[16], maxbatch_combos=["euler/autograd", "euler/checkpoint", "midpoint/reversible"],
             headline_depth=4, head_depth=4, head_vocabs=[50304], head_chunk=256,
-            budget_gb=0.05, gpt2=None)
+            budget_gb=0.15, gpt2=None)
     return dict(
         shape=dict(block_size=256, vocab_size=257, n_embd=256, n_head=4, bias=True),
-        batch=8, amp=None, warmup=1, steps=5, maxbatch_steps=3,
-        bytes_depths=[2, 4, 8, 12, 16, 24, 32], time_depths=[4, 8, 12], peak_depths=[4, 12, 24],
+        batch=8, amp=None, warmup=1, steps=7, maxbatch_steps=3,
+        bytes_depths=[2, 4, 8, 12, 16, 24, 32], time_depths=[4, 12], peak_depths=[4, 12, 24],
         # leapfrog and hamiltonian save the same single pair as midpoint; on a 2-core CPU their
         # max-batch searches (steps at batch ~50) would double the run time, so --maxbatch_combos
         # adds them on request
@@ -641,14 +641,15 @@ def run_recon(args):
     random-init model at d=256, 4 heads, T=256: float32 throughout / bfloat16 autocast forcing with
     a float32 stream (what training uses) / bfloat16 stream (the whole model in bfloat16)."""
     shape = dict(block_size=256, vocab_size=257, n_embd=256, n_head=4, bias=True)
-    variants = [("midpoint", {}), ("midpoint", {"a_random": True}), ("leapfrog", {}), ("hamiltonian", {})]
+    variants = [("midpoint", {}), ("midpoint", {"a_random": True}), ("leapfrog", {}), ("hamiltonian", {}),
+                ("midpoint", {"exact": True}), ("leapfrog", {"exact": True})]
     rows = []
     for dyn, kw in variants:
         for L in (12, 48):
             torch.manual_seed(0)
             model = GPT(GPTConfig(n_layer=L, dynamics=dyn, **shape, **kw)).eval()
             idx, _ = make_batch(shape, 2, "cpu")
-            row = dict(dynamics=dyn + (" (a random)" if kw else ""), n_layer=L,
+            row = dict(dynamics=dyn + "".join(f" ({'a random' if k == 'a_random' else k})" for k in kw), n_layer=L,
                        float32=reconstruction_error(model, idx),
                        bf16_autocast=reconstruction_error(model, idx, autocast_dtype=torch.bfloat16),
                        bf16_stream=reconstruction_error(model.bfloat16(), idx))
@@ -662,9 +663,12 @@ def run_recon(args):
     md = ["| dynamics | layers | float32 | bf16 autocast, fp32 stream | bf16 stream |", "|---|---|---|---|---|"]
     md += [f"| {r['dynamics']} | {r['n_layer']} | {r['float32']:.1e} | {r['bf16_autocast']:.1e} | "
            f"{r['bf16_stream']:.1e} |" for r in rows]
-    md.append(f"\nRelative error max|p_rec - p_0| / max|p_0| after L layers forwards and back "
-              f"(revgpt.reconstruction_error), d=256, 4 heads, T=256, batch 2, GPT-2 init weights. "
-              f"Regenerate: `python bench.py --recon`.")
+    md.append("\nRelative error max|p_rec - p_0| / max|p_0| after L layers forwards and back "
+              "(revgpt.reconstruction_error), d=256, 4 heads, T=256, batch 2, GPT-2 init weights (seed 0), "
+              "default h. float32: everything float32. bf16 autocast: the forcing under bfloat16 autocast, "
+              "the stream float32 (how training on GPU runs). bf16 stream: the whole model in bfloat16. "
+              "(a random): Midpoint(a) with a = +-1 + U(-1/2, 1/2) per layer. (exact): exact=True, the "
+              "fixed-point stream. Regenerate: `python bench.py --recon`.")
     (out / "reconstruction.md").write_text("\n".join(md) + "\n")
     print(f"wrote {out / 'reconstruction.json'} and {out / 'reconstruction.md'}")
 
