@@ -1,0 +1,95 @@
+"""
+Exercise 9 (hard): convert an Euler model to Midpoint(a), and explain the gap before fine-tuning.
+
+convert.py turns an ordinary GPT-2 (revgpt dynamics "euler", h = 1) into a reversible one by keeping
+every weight and changing only the dynamics (docs/walkthrough.md, section 5). The converted model is
+close to the original, but not equal: that difference is the "pre-fine-tune gap", which the
+distillation fine-tune then closes. Measure it, and find where it comes from.
+
+1. `logits_kl(teacher_logits, student_logits)`: KL(teacher || student) of the next-token
+   distributions, in nats, averaged over all (batch, position) pairs.
+2. `to_midpoint(euler_model, a, h)`: a revgpt GPT with dynamics "midpoint", that a and h, and the
+   Euler model's weights (everything else in its config unchanged).
+3. `conversion_gap(euler_model, idx, a, h)`: logits_kl of the Euler model's logits (teacher) and
+   the converted model's (student) on idx, in eval mode without gradients.
+4. `layer2_difference(euler_model, idx)`: with a = 1, h = 1/2 (convert.py's default) the converted
+   model equals the Euler model after one layer. Work out by hand what p_2(euler) - p_2(midpoint)
+   is, and return it computed from that formula (a (B, T, C) tensor; p_0 = euler_model.embed(idx)).
+
+The check runs these on the models of `make_euler_model` (given): it expects the gap to be exactly
+zero at depth 1 (a = 1, h = 1/2), to grow with depth, and, with h = (1 + a)/2, to shrink as a -> 0.
+Then it prints the price of small a: the reconstruction error of exercise 5.
+
+Check: python exercises/check.py 9
+"""
+import dataclasses  # noqa: F401
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F  # noqa: F401
+
+ROOT = next((p for p in Path(__file__).resolve().parents if (p / "revgpt.py").exists()), Path.cwd())
+sys.path.insert(0, str(ROOT))  # so that `import revgpt` works when you run this file directly
+
+from revgpt import GPT, GPTConfig  # noqa: E402
+
+MAX_LAYER = 8
+
+
+def make_euler_model(n_layer, seed=0):
+    """GIVEN (do not change): a float64 Euler GPT that stands in for a trained one. Its blocks are
+    the first n_layer of one 8-layer random network, with weights scaled up so that the blocks
+    matter and the predictions are far from uniform, as in a trained model."""
+    if not 1 <= n_layer <= MAX_LAYER:
+        raise ValueError(f"n_layer={n_layer}: must be in 1..{MAX_LAYER}")
+    args = dict(block_size=32, vocab_size=64, n_head=4, n_embd=32, dynamics="euler")
+    torch.manual_seed(seed)
+    state = GPT(GPTConfig(n_layer=MAX_LAYER, **args)).double().state_dict()
+    for k, v in state.items():
+        if k.endswith("c_proj.weight"):
+            state[k] = v * 2 * (2 * MAX_LAYER) ** 0.5  # undo GPT-2's 1/sqrt(2 n_layer), times 2
+        elif k in ("transformer.wte.weight", "transformer.wpe.weight", "lm_head.weight"):
+            state[k] = v * 10
+    keep = {k: v for k, v in state.items() if not k.startswith("transformer.h.") or int(k.split(".")[2]) < n_layer}
+    model = GPT(GPTConfig(n_layer=n_layer, **args)).double()
+    model.load_state_dict(keep)
+    return model.eval()
+
+
+def make_batch(seed=1):
+    """GIVEN (do not change): a (4, 32) batch of token ids for make_euler_model's models."""
+    return torch.randint(0, 64, (4, 32), generator=torch.Generator().manual_seed(seed))
+
+
+def logits_kl(teacher_logits, student_logits):
+    """Mean over (batch, position) of KL(softmax(teacher) || softmax(student)), in nats (a float)."""
+    # TODO: use log_softmax on both (numerically stable), then sum_v p_v (log p_v - log q_v).
+    raise NotImplementedError("logits_kl")
+
+
+def to_midpoint(euler_model, a, h):
+    """The Euler model's weights under Midpoint(a) with step h."""
+    # TODO: a GPT is its config (dataclasses.asdict) plus its state_dict.
+    raise NotImplementedError("to_midpoint")
+
+
+@torch.no_grad()
+def conversion_gap(euler_model, idx, a, h):
+    """logits_kl(Euler logits, converted logits) on idx."""
+    # TODO: model(idx) returns (logits, loss).
+    raise NotImplementedError("conversion_gap")
+
+
+@torch.no_grad()
+def layer2_difference(euler_model, idx):
+    """p_2 under Euler minus p_2 under Midpoint(a=1, h=1/2), computed from your closed form."""
+    # TODO: write p_1 and p_2 for both dynamics in terms of p_0, f_0 = transformer.h[0] and
+    # f_1 = transformer.h[1] (midpoint starts from p_{-1} = p_0), subtract, simplify, and compute that.
+    raise NotImplementedError("layer2_difference")
+
+
+if __name__ == "__main__":
+    idx = make_batch()
+    for L in (1, 2, 4, 8):
+        print(f"depth {L}: gap (a=1, h=1/2) = {conversion_gap(make_euler_model(L), idx, 1.0, 0.5):.2e} nats")
