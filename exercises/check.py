@@ -14,7 +14,6 @@ It prints "PASS exNN: ..." and exits 0, or "FAIL exNN: ..." with what went wrong
 """
 import argparse
 import importlib.util
-import math
 import os
 import sys
 import time
@@ -207,7 +206,8 @@ def check_ex02(m):
             what = f"hamiltonian_inverse on layer {layer}"
             want_close(got[1], p, 1e-12, what + " (p)", "the p before the layer")
             want_close(got[0], q, 1e-12, what + " (q)", "the q before the layer")
-    return "leapfrog coefficients and inverse match revgpt; a 4-layer model walks back to p_0; Hamiltonian inverse exact"
+    return ("leapfrog coefficients and inverse match revgpt; a 4-layer model walks back to p_0; "
+            "Hamiltonian inverse exact")
 
 
 def check_ex03(m):
@@ -249,7 +249,7 @@ def check_ex04(m):
                 got = number(got, "saved_bytes")
                 if got != ref:
                     raise Fail(f"saved_bytes({dyn}, n_layer={L}, targets={'yes' if targets is not None else 'None'}) "
-                               f"= {got!r}, revgpt.activation_bytes says {ref}. Count each storage once "
+                               f"= {got:.0f}, revgpt.activation_bytes says {ref}. Count each storage once "
                                "(t.untyped_storage().data_ptr() identifies it; .nbytes() is its size) and skip "
                                "the model's parameters")
             table[dyn, L] = int(got)
@@ -288,6 +288,10 @@ def _make_model_05(a, n_layer, seed=0):  # the stub's make_model, kept here so t
                          dynamics="midpoint", a=a))
 
 
+def _batch_05():  # the stub's make_batch
+    return torch.randint(0, 37, (4, 16), generator=torch.Generator().manual_seed(0))
+
+
 def check_ex05(m):
     for a in (1.0, -1.0, 0.5, -0.5, 0.25, 2.0, -4.0):
         got, ref = number(m.predicted_growth_per_layer(a), "predicted_growth_per_layer"), max(1.0, 1.0 / abs(a))
@@ -299,7 +303,7 @@ def check_ex05(m):
     if not abs(r - 1.7) <= 1e-9:
         raise Fail(f"growth_per_layer(3 * 1.7**L, L = {depths}) = {r!r}, expected 1.7")
 
-    idx = torch.randint(0, 37, (4, 16), generator=torch.Generator().manual_seed(0))  # the stub's make_batch
+    idx = _batch_05()
     errs = {}
     for a in (1.0, 0.5, 0.25):
         errs[a] = got = m.error_vs_depth(a, depths)
@@ -331,7 +335,8 @@ def check_ex06(m):
             return self.g(y)
 
     torch.manual_seed(0)
-    for dyn, kw, k in (("midpoint", {"a": 0.7}, 0), ("leapfrog", {}, 1), ("hamiltonian", {}, 0), ("hamiltonian", {}, 1)):
+    cases = (("midpoint", {"a": 0.7}, 0), ("leapfrog", {}, 1), ("hamiltonian", {}, 0), ("hamiltonian", {}, 1))
+    for dyn, kw, k in cases:
         model = tiny(dyn, n_layer=2, **kw)
         s = model.steps()[k]
         s = Step(Counted(s.g), s.alpha, s.beta, s.gamma, s.params)
@@ -428,7 +433,8 @@ def check_ex07(m):
     with torch.no_grad():
         want_close(revgpt.integrate(mid.steps(), p0, p0)[1], y, 1e-12,
                    f"Midpoint(a={got[0]}, h={got[1]}) from equivalent_midpoint", "the momentum dynamic")
-    return f"momentum steps are reversible: ReversibleStack == autograd (worst {worst:.1e}); it is Midpoint(a={got[0]:g})"
+    return (f"momentum steps are reversible: ReversibleStack == autograd (worst {worst:.1e}); "
+            f"it is Midpoint(a={got[0]:g})")
 
 
 def check_ex08(m):
@@ -497,6 +503,10 @@ def _make_euler_09(n_layer, seed=0):  # the stub's make_euler_model, kept here s
     return model.eval()
 
 
+def _batch_09():  # the stub's make_batch
+    return torch.randint(0, 64, (4, 32), generator=torch.Generator().manual_seed(1))
+
+
 def _kl_09(t, s):
     logp, logq = torch.log_softmax(t, -1), torch.log_softmax(s, -1)
     return (logp.exp() * (logp - logq)).sum(-1).mean().item()
@@ -521,7 +531,7 @@ def check_ex09(m):
     if abs(got - _kl_09(s, t)) > 1e-9 * _kl_09(s, t):
         raise Fail("logits_kl(teacher, student) is not KL(teacher || student): check the argument order")
 
-    idx = torch.randint(0, 64, (4, 32), generator=torch.Generator().manual_seed(1))  # the stub's make_batch
+    idx = _batch_09()
     euler = _make_euler_09(3)
     conv = m.to_midpoint(euler, 0.5, 0.75)
     c = conv.config
@@ -529,14 +539,19 @@ def check_ex09(m):
         raise Fail("to_midpoint(euler, a=0.5, h=0.75) must return a revgpt GPT with dynamics='midpoint', a=0.5, h=0.75 "
                    "and the Euler model's other config fields")
     ref = _midpoint_09(euler, 0.5, 0.75)
-    want_close(conv(idx)[0], ref(idx)[0], 1e-12, "to_midpoint(euler, 0.5, 0.75)'s logits", "the same weights under Midpoint(0.5)")
+    want_close(conv(idx)[0], ref(idx)[0], 1e-12, "to_midpoint(euler, 0.5, 0.75)'s logits",
+               "the same weights under Midpoint(0.5)")
 
     def gap(L, a, h):
         e = _make_euler_09(L)
         got = number(m.conversion_gap(e, idx, a, h), "conversion_gap")
-        want = _kl_09(e(idx)[0], _midpoint_09(e, a, h)(idx)[0])
+        teacher, student = e(idx)[0], _midpoint_09(e, a, h)(idx)[0]
+        want = _kl_09(teacher, student)
         if not abs(got - want) <= 1e-9 * want + 1e-15:
-            raise Fail(f"conversion_gap at depth {L}, a={a}, h={h}: {got!r}, expected {want:.6g}")
+            hint = ""
+            if abs(got - _kl_09(student, teacher)) <= 1e-9 * want:
+                hint = " = KL(converted || euler); the Euler model is the teacher, the first argument of logits_kl"
+            raise Fail(f"conversion_gap at depth {L}, a={a}, h={h}: {got!r}{hint}, expected {want:.6g}")
         return got
 
     depth = {L: gap(L, 1.0, 0.5) for L in (1, 2, 4, 8)}
