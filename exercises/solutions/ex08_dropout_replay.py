@@ -32,7 +32,8 @@ from revgpt import Step  # noqa: E402
 
 
 class ReplayForcing:
-    """Wraps a forcing g: the first call records the RNG state, later calls replay it."""
+    """Wraps a forcing g: the first call records the RNG state, later calls replay it.
+    (The CUDA lines do for the GPU's generator what the CPU lines do; the checks run on the CPU.)"""
 
     def __init__(self, g):
         self.g = g
