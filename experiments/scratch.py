@@ -1,0 +1,143 @@
+"""
+From-scratch comparison of the dynamics on the default corpus (shakespeare_char), and the step-size sweep.
+
+    python experiments/scratch.py sweep    # short runs: 3 values of h per dynamic, Midpoint(a) random a, euler
+    python experiments/scratch.py main     # euler, midpoint, leapfrog, hamiltonian x 2 seeds, equal budget
+    python experiments/scratch.py report   # results/scratch/*.json -> results/scratch/*.md and *.png
+
+Every run is `python train.py` with the overrides listed in the JSON, so each row can be rerun alone.
+All runs of a phase share data, tokens, optimizer and schedule; they differ only in the keys shown.
+Runs go two at a time, one thread each (this machine has 2 cores), so their wall times are not a
+speed measurement: bench.py is. Validation loss is train.py's deterministic whole-split evaluation.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RES = ROOT / "results" / "scratch"
+OUT = ROOT / "out-experiments" / "scratch"  # checkpoints (gitignored); logs are copied into RES
+
+# the shared settings: train.py's CPU defaults (4 layers x 4 heads x 128, context 128, batch 16, AdamW
+# 2e-3 with warmup + cosine), with a shorter budget for the sweep
+COMMON = ["--dataset=shakespeare_char", "--sample_tokens=0", "--compile=False", "--device=cpu"]
+SWEEP = COMMON + ["--max_iters=400", "--warmup_iters=40", "--eval_interval=400", "--log_interval=50"]
+MAIN = COMMON + ["--max_iters=600", "--warmup_iters=60", "--eval_interval=300", "--log_interval=50"]
+SWEEP_RUNS = {
+    "euler": ["--dynamics=euler"],
+    **{f"midpoint_h{h}": ["--dynamics=midpoint", f"--h={h}"] for h in (0.25, 0.5, 1.0)},
+    "midpoint_arandom_h0.5": ["--dynamics=midpoint", "--h=0.5", "--a_random=True"],
+    **{f"leapfrog_h{h}": ["--dynamics=leapfrog", f"--h={h}"] for h in (0.25, 0.5, 1.0)},
+    **{f"hamiltonian_h{h}": ["--dynamics=hamiltonian", f"--h={h}"] for h in (0.5, 1.0, 1.5)},
+}
+SEEDS = (1337, 2024)
+DYNAMICS = ("euler", "midpoint", "leapfrog", "hamiltonian")
+
+
+def run(name, args, phase):
+    """One train.py run; returns its record (overrides, final val loss, the eval curve, the train curve)."""
+    out = OUT / phase / name
+    cmd = [sys.executable, "train.py", *args, f"--out_dir={out}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed ({' '.join(cmd)}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    evals = [(r["iter"], r["val_loss"]) for r in log if r["type"] == "eval"]
+    train_curve = [(r["iter"], r["loss"]) for r in log if r["type"] == "train"]
+    done = next(r for r in log if r["type"] == "done")
+    cfg = next(r for r in log if r["type"] == "config")
+    rec = {"name": name, "command": "python train.py " + " ".join(args), "model_args": cfg["model_args"],
+           "val_loss": done["val_loss"], "val_ppl": math.exp(done["val_loss"]), "evals": evals,
+           "train_curve": train_curve, "tokens_seen": done["tokens_seen"], "wall_s": time.time() - t0}
+    print(f"{phase}/{name}: val loss {rec['val_loss']:.4f} ({rec['wall_s'] / 60:.1f} min)", flush=True)
+    return rec
+
+
+def run_all(phase, runs):
+    RES.mkdir(parents=True, exist_ok=True)
+    path = RES / f"{phase}.json"
+    done = json.loads(path.read_text())["runs"] if path.exists() else {}
+    todo = {k: v for k, v in runs.items() if k not in done}  # rerunning the phase only fills the gaps
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for rec in pool.map(lambda kv: run(kv[0], kv[1], phase), todo.items()):
+            done[rec["name"]] = rec
+            tmp = path.with_suffix(".tmp")  # save after every run: an interrupted phase keeps its results
+            tmp.write_text(json.dumps({"phase": phase, "machine": machine(), "runs": done}, indent=1))
+            os.replace(tmp, path)
+
+
+def machine():
+    import platform
+    import torch
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "threads_per_run": 1, "runs_in_parallel": 2}
+
+
+def main_runs():
+    return {f"{d}_s{s}": [f"--dynamics={d}", f"--seed={s}"] + MAIN for d in DYNAMICS for s in SEEDS}
+
+
+def report():
+    out = []
+    sweep = json.loads((RES / "sweep.json").read_text())["runs"] if (RES / "sweep.json").exists() else {}
+    if sweep:
+        out.append("| run | overrides | val loss | val ppl |\n|---|---|---:|---:|")
+        for name, r in sweep.items():
+            over = " ".join(a for a in r["command"].split()[2:] if a.split("=")[0] in ("--dynamics", "--h", "--a_random"))
+            out.append(f"| {name} | `{over}` | {r['val_loss']:.4f} | {r['val_ppl']:.3f} |")
+        (RES / "sweep.md").write_text("\n".join(out) + "\n\nSweep settings: `python train.py " + " ".join(SWEEP)
+                                      + "` plus the overrides; val loss on the whole val split after 400 "
+                                      "iterations (819,200 tokens).\n")
+    main = json.loads((RES / "main.json").read_text())["runs"] if (RES / "main.json").exists() else {}
+    if main:
+        rows = ["| dynamics | h | seeds | val loss (mean +- half-range) | val ppl | vs euler |", "|---|---:|---:|---:|---:|---:|"]
+        summary = {}
+        for d in DYNAMICS:
+            rs = [r for r in main.values() if r["model_args"]["dynamics"] == d]
+            if rs:
+                losses = [r["val_loss"] for r in rs]
+                summary[d] = (sum(losses) / len(losses), (max(losses) - min(losses)) / 2, rs[0]["model_args"]["h"], len(rs))
+        for d, (m, s, h, n) in summary.items():
+            rel = (m / summary["euler"][0] - 1) * 100 if "euler" in summary else float("nan")
+            rows.append(f"| {d} | {h} | {n} | {m:.4f} +- {s:.4f} | {math.exp(m):.3f} | {rel:+.2f}% |")
+        (RES / "main.md").write_text("\n".join(rows) + "\n\nSettings: `python train.py " + " ".join(MAIN)
+                                     + " --dynamics=D --seed=S` for seeds " + ", ".join(map(str, SEEDS))
+                                     + "; final val loss on the whole val split (457,251 tokens).\n")
+        json.dump(summary, open(RES / "main_summary.json", "w"), indent=1)
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            print("matplotlib not installed: tables written, no plot")
+            return
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for i, d in enumerate(DYNAMICS):
+            for j, r in enumerate(rs for rs in main.values() if rs["model_args"]["dynamics"] == d):
+                it, loss = zip(*r["train_curve"])
+                ax.plot(it, loss, color=f"C{i}", alpha=0.35, lw=1)
+                ei, el = zip(*r["evals"])
+                ax.plot(ei, el, "o-", color=f"C{i}", label=d if j == 0 else None)
+        ax.set(xlabel="iteration", ylabel="loss (nats/token)", ylim=(1.3, 3.0),
+               title="shakespeare_char from scratch: val (dots) and train (faint) loss, 2 seeds")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(RES / "curves.png", dpi=110)
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else "report"
+    if what == "sweep":
+        run_all("sweep", {k: v + SWEEP for k, v in SWEEP_RUNS.items()})
+    elif what == "main":
+        run_all("main", main_runs())
+    elif what != "report":
+        sys.exit(f"unknown phase {what!r}: use sweep, main or report")
+    report()
