@@ -29,10 +29,13 @@ tokens of context. The reported val loss is the token-weighted mean cross-entrop
 all of them. It is deterministic: the same model gives the same number. `eval_max_tokens` > 0 scores
 only a prefix of the split, and the log says so.
 
-Checkpoints (out_dir/ckpt.pt = the latest state, out_dir/best.pt = the state with the best val loss)
-are written atomically: temp file in the same folder, flush, fsync, rename. A crash during a save
-leaves the previous checkpoint intact. Ctrl-C finishes the current iteration, saves ckpt.pt and
-exits (a second Ctrl-C quits at once without saving).
+Checkpoints. out_dir/ckpt.pt is the latest state: written at each evaluation (always_save_checkpoint,
+or only when the val loss improved), at the end, and on Ctrl-C. out_dir/best.pt is the state with the
+best val loss so far, never replaced by a worse one. Both are written atomically (temp file in the
+same folder, flush, fsync, rename): a crash during a save leaves the previous checkpoint intact.
+They hold the model (un-compiled, un-DDP-wrapped), optimizer, iteration, config, RNG states and the
+sampler's position, so --init_from=resume continues exactly. Ctrl-C finishes the current iteration,
+saves ckpt.pt and exits (a second Ctrl-C quits at once, without saving).
 """
 
 import builtins
