@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,27 @@ def test_readme_documents_every_exercise():
         assert stub.name in text, stub.name
     for needle in ("python exercises/reset.py", "--solutions", "REVGPT_EXERCISE_DIR"):
         assert needle in text
+
+
+def test_readme_code_references_exist():
+    """Names in `code` in exercises/README.md that belong to revgpt.py must exist there (a renamed
+    function would otherwise leave the hints pointing at nothing)."""
+    import re
+    sys.path.insert(0, str(ROOT))
+    import revgpt
+    text = (EX / "README.md").read_text()
+    checked = 0
+    for token in re.findall(r"`([^`\s]+)`", text):
+        m = re.fullmatch(r"(revgpt\.)?([A-Za-z_]\w*)((?:\.\w+)*)(\(\))?", token)
+        if token == "revgpt.py" or not m or not (m.group(1) or hasattr(revgpt, m.group(2))):
+            continue  # not a revgpt name (a variable, a torch function, another file's name)
+        if isinstance(getattr(revgpt, m.group(2), None), types.ModuleType):
+            continue  # torch.something: revgpt imports torch, but these are torch's names
+        obj = revgpt
+        for part in [m.group(2)] + [p for p in m.group(3).split(".") if p]:
+            assert hasattr(obj, part), f"exercises/README.md mentions `{token}`, which revgpt.py does not have"
+            obj = getattr(obj, part)
+        checked += 1
+    assert checked >= 15
+    for ref in re.findall(r"tests/(test_\w+\.py)::(\w+)", text):
+        assert f"def {ref[1]}(" in (ROOT / "tests" / ref[0]).read_text(), ref
