@@ -574,7 +574,9 @@ class CtrlC:
 
 
 class JsonlLog:
-    """One JSON object per line in out_dir/log.jsonl: {"type": "train"|"eval"|"config", ...}."""
+    """One JSON object per line in out_dir/log.jsonl, {"type": "config"|"train"|"eval"|"done", ...}.
+    A "train" record's loss, ms_per_iter and tokens_per_s are means over the iterations since the
+    previous record (log_interval of them); its "iter" is the last of those iterations."""
 
     def __init__(self, path, append, enabled):
         self.f = open(path, "a" if append else "w") if enabled else None
@@ -808,6 +810,7 @@ def _train(config, explicit, device, rank, local_rank, world_size):
     with CtrlC() as ctrl_c:
         while True:
             if (iter_num % c["eval_interval"] == 0 or iter_num >= c["max_iters"]) and not (resumed and iter_num == start_iter):
+                t_eval = time.time()
                 val_loss = run_eval()
                 improved = val_loss < best_val_loss
                 best_val_loss = min(best_val_loss, val_loss)
@@ -817,7 +820,7 @@ def _train(config, explicit, device, rank, local_rank, world_size):
                     if master and improved:
                         keep_as_best(out / "ckpt.pt", out / "best.pt")
                     say(f"saved {out / 'ckpt.pt'}{' and best.pt' if master and improved else ''}")
-                t_last = time.time()  # the eval does not count towards ms/iter
+                t_last += time.time() - t_eval  # evaluating and saving do not count towards ms/iter
             if iter_num >= c["max_iters"]:
                 break
 
