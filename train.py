@@ -98,7 +98,7 @@ exact = False  # fixed-point float64 stream: bit-identical reconstruction (revgp
 exact_bits = 32  # fractional bits of that fixed-point grid
 # optimizer (AdamW)
 learning_rate = 2e-3  # peak learning rate (small models tolerate a high one)
-max_iters = 2000  # optimizer steps in total
+max_iters = 1500  # optimizer steps in total
 weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.99  # a little below GPT-2's 0.999 because the batches are small
