@@ -239,6 +239,11 @@ def test_convert_then_finetune_end_to_end_with_the_reversible_backward(tmp_path,
     before = torch.load(out / "converted.pt", weights_only=True)["model"]
     assert any(not torch.equal(before[k], v) for k, v in tuned.state_dict().items())
     assert json.loads((out / "convert.json").read_text())["converted_after"]["iters"] == iters
+    if dyn == "midpoint":  # --resume continues train.py's checkpoint in out_dir (here: already finished)
+        again = convert.main([f"--out_dir={out}", "--resume=True", "--sample_tokens=0"])
+        assert again["converted_after"]["ppl"] == report["converted_after"]["ppl"]
+        with pytest.raises(convert.ConvertError, match="convert.json"):
+            convert.main([f"--out_dir={tmp_path / 'nothing'}", "--resume=True"])
 
 
 # 4. Bad input -----------------------------------------------------------------------------------
