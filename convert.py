@@ -11,14 +11,17 @@ Four parts:
    checkpoint into a revgpt GPT (dynamics="euler" is plain GPT-2), checking every key and shape.
 2. export_hf(model, out_dir) writes a revgpt euler model as a Hugging Face GPT-2 directory.
 3. convert(model, dynamics) re-reads the same pretrained blocks as a reversible integrator (the mapping,
-   its equations and the measurements that chose it are in the MAPPING section below).
+   its equations and the measurements that chose it are in section 3 below).
 4. The command line converts, then fine-tunes through train.py (KL to the original, reversible backward)
    and prints held-out perplexity of the original, the converted model before, and after fine-tuning:
 
     python convert.py --init_from=out/ckpt.pt --dynamics=midpoint --out_dir=out-convert-midpoint
     python convert.py --init_from=path/to/hf_gpt2_dir --dynamics=leapfrog --dataset=milton
+    python convert.py --out_dir=out-convert-midpoint --resume=True           # continue an interrupted fine-tune
     python convert.py --export=out/ckpt.pt --export_dir=hf-shakespeare-char   # revgpt euler -> HF
-    python convert.py --experiment                                          # the conversion experiment
+    torchrun --standalone --nproc_per_node=2 convert.py --init_from=...       # DDP, as train.py
+
+   The experiment that chose the mapping and measures the fine-tune: experiments/convert_experiment.py.
 
    Any other --key=value is passed on to train.py (batch_size, learning_rate, device, compile, ...).
 """
@@ -35,8 +38,6 @@ import torch
 
 import train  # the fine-tune, data preparation and evaluation protocol are train.py's
 from revgpt import GPT, GPTConfig
-
-ROOT = Path(__file__).resolve().parent
 
 # ----------------------------------------------------------------------------------------------
 # 1. Loading
@@ -225,14 +226,11 @@ def hf_state_to_revgpt(sd: dict, target: dict, src: str) -> dict:
 
 def load_checkpoint(f: Path):
     """A revgpt checkpoint ({"format": "revgpt-ckpt-v1", ...}) or a nanoGPT ckpt.pt -> (GPT, tokenizer)."""
-    try:
+    try:  # weights_only: tensors and plain Python values, which is all revgpt and nanoGPT checkpoints hold
         ckpt = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:
-        if isinstance(e, (EOFError, RuntimeError)) or "weights_only" not in str(e).lower():
-            raise ConvertError(f"{f}: cannot read checkpoint ({type(e).__name__}: {str(e)[:200]}); "
-                               "truncated or not a torch.save file?") from None
-        # a checkpoint holding non-tensor Python objects (e.g. numpy RNG state); it is the user's own file
-        ckpt = torch.load(f, map_location="cpu", weights_only=False)
+        raise ConvertError(f"{f}: cannot read checkpoint ({type(e).__name__}: {str(e).strip()[:200]}); "
+                           "is it truncated, or not a torch.save file?") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         raise ConvertError(f"{f}: not a revgpt or nanoGPT checkpoint (needs the keys 'model' and 'model_args')")
     args = dict(ckpt["model_args"])
@@ -294,8 +292,6 @@ def apply_overrides(model, overrides, source=""):
         raise ConvertError(f"override block_size={block_size}: larger than {source}'s {model.config.block_size}")
     args = dataclasses.asdict(model.config)
     args.update(overrides, block_size=block_size)
-    if args["dynamics"] == "euler" and args.get("backward") == "reversible":
-        args["backward"] = None
     try:
         new = GPT(GPTConfig(**args))
     except ValueError as e:
@@ -481,6 +477,18 @@ def perplexity(model, dataset, split="val", batch_size=32, max_tokens=0, device=
     return math.exp(loss), loss, n
 
 
+def source_dataset(path):
+    """The corpus a model was trained on, when it says: a revgpt checkpoint's "dataset", or the
+    "revgpt_dataset" of a HF directory export_hf wrote; "" otherwise."""
+    path = Path(path)
+    if path.is_file():
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # mmap: no full read
+        return (ckpt.get("dataset") or "") if isinstance(ckpt, dict) else ""
+    if (path / "config.json").is_file():
+        return json.loads((path / "config.json").read_text()).get("revgpt_dataset") or ""
+    return ""
+
+
 # convert.py's own settings; every other --key=value goes to train.py unchanged
 CLI_DEFAULTS = dict(
     init_from="",  # the original: HF GPT-2 dir, nanoGPT/revgpt checkpoint, gpt2[-medium|-large|-xl]
@@ -546,10 +554,7 @@ def main(argv=None):
         if not c["export_dir"]:
             raise ConvertError("--export needs --export_dir=<folder to write config.json + model.safetensors>")
         model, tok = load_model(c["export"])
-        dataset = None
-        if Path(c["export"]).is_file():
-            dataset = torch.load(c["export"], map_location="cpu", weights_only=False).get("dataset")
-        export_hf(model, c["export_dir"], tokenizer=tok, dataset=dataset)
+        export_hf(model, c["export_dir"], tokenizer=tok, dataset=source_dataset(c["export"]) or None)
         say(f"wrote {c['export_dir']}/config.json and model.safetensors (transformers.GPT2LMHeadModel)")
         return {"export_dir": c["export_dir"]}
 
@@ -566,11 +571,7 @@ def main(argv=None):
         if tok is None:
             raise ConvertError(f"{c['init_from']}: unknown tokenizer (vocab_size={original.config.vocab_size}); "
                                "revgpt knows 'byte' (257) and 'gpt2' (50257/50304)")
-        src_dataset = ""
-        if Path(c["init_from"]).is_file():
-            src_dataset = torch.load(c["init_from"], map_location="cpu", weights_only=False).get("dataset") or ""
-        elif (Path(c["init_from"]) / "config.json").is_file():
-            src_dataset = json.loads((Path(c["init_from"]) / "config.json").read_text()).get("revgpt_dataset") or ""
+        src_dataset = source_dataset(c["init_from"])
         if original.config.dynamics != "euler":
             raise ConvertError(f"{c['init_from']}: dynamics={original.config.dynamics!r}, already reversible")
         aux = c["dataset"] or {"byte": "milton_char", "gpt2": "milton"}[tok]

@@ -103,6 +103,17 @@ def test_export_without_biases_writes_zero_biases(tmp_path):
         assert torch.allclose(back(idx)[0], model(idx)[0], atol=1e-6, rtol=0)
 
 
+def test_cli_export_keeps_tokenizer_and_dataset(tmp_path):
+    model = tiny_euler()
+    torch.save(convert.revgpt_checkpoint(model, "byte", "shakespeare_char"), tmp_path / "c.pt")
+    convert.main([f"--export={tmp_path / 'c.pt'}", f"--export_dir={tmp_path / 'hf'}"])
+    back, tok = convert.load_model(tmp_path / "hf")
+    assert tok == "byte" and convert.source_dataset(tmp_path / "hf") == "shakespeare_char"
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(convert.ConvertError, match="export_dir"):
+        convert.main([f"--export={tmp_path / 'c.pt'}"])
+
+
 def test_hf_files_without_prefix_with_buffers_as_pytorch_model_bin(tmp_path):
     """Older HF files (as the original gpt2 repo): no 'transformer.' prefix, attn.bias / masked_bias
     buffers present, pytorch_model.bin; lm_head.weight present and equal to wte."""
