@@ -261,6 +261,10 @@ def test_checkpoint_contents(tmp_path, data):
     model = GPT(GPTConfig(**ck["model_args"]))  # what inference-only consumers do
     model.load_state_dict(ck["model"])
     assert (out / "best.pt").exists()
+    # the evaluation is deterministic: re-evaluating the saved model gives the logged number exactly
+    final = records(out, "eval")[-1]
+    again = train.main([f"--data_dir={data}", f"--out_dir={out}", "--init_from=resume", "--eval_only=True"])
+    assert final["iter"] == 3 and final["whole_split"] and again["val_loss"] == final["val_loss"]
 
 
 @pytest.mark.parametrize("override,field", [("--n_layer=3", "n_layer"), ("--dynamics=euler", "dynamics"),
