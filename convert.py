@@ -94,8 +94,10 @@ def load_model(path_or_name, device="cpu", **overrides):
 
 def download_gpt2(name):
     """Fetch an OpenAI GPT-2 checkpoint through huggingface_hub (cache first); fail fast when offline."""
-    hint = (f"download it where the hub is reachable (`huggingface-cli download {GPT2_SIZES[name]} "
+    hint = (f"download it where the hub is reachable (`hf download {GPT2_SIZES[name]} "
             f"config.json model.safetensors --local-dir {name}`) and pass --init_from=<that directory>")
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")  # seconds (read when huggingface_hub is imported):
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")  # an unreachable hub fails at once
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
@@ -107,7 +109,6 @@ def download_gpt2(name):
         pass
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         raise ConvertError(f"init_from={name}: HF_HUB_OFFLINE is set and it is not in the cache; {hint}")
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")  # seconds: an unreachable hub fails at once
     try:
         return Path(snapshot_download(GPT2_SIZES[name], allow_patterns=files))
     except Exception as e:
