@@ -89,7 +89,7 @@ dropout = 0.0  # must be 0 with the reversible backward (its recompute would red
 bias = True  # biases in Linear and LayerNorm, as GPT-2
 vocab_size = 0  # 0 = the dataset's (meta.json); e.g. 50304 = GPT-2's 50257 padded for GPU speed
 dynamics = "midpoint"  # euler (plain GPT-2), midpoint, leapfrog or hamiltonian (see revgpt.py)
-h = 0.0  # step size; 0 = the dynamic's default (euler 1, midpoint 0.5, leapfrog 0.5, hamiltonian 1)
+h = 0.0  # step size; 0 = the dynamic's default, revgpt.DEFAULT_H (from the step-size sweep)
 a = 1.0  # Midpoint(a) coefficient; 1 = plain midpoint
 a_random = False  # per-layer a = +-1 + U(-1/2, 1/2), drawn from a_seed
 a_seed = 0
