@@ -3,7 +3,8 @@ bench.py: what a reversible GPT buys and costs, measured. Memory and speed of on
 (forward + backward + AdamW) for the standard GPT-2 stack, the same stack with activation
 checkpointing, and each reversible dynamic with its hand-written backward or with plain autograd.
 
-    python bench.py            # full sweep (CPU: d=256, 4 heads, T=256, about 20 min on 2 cores;
+    python bench.py            # full sweep (CPU: d=256, 4 heads, T=256; 75 min measured on 2
+                               #   cores shared at a load average of 8, --threads 1;
                                #   CUDA: the paper's width-512 depth sweep and GPT-2 small max batch)
     python bench.py --quick    # small CPU sweep, a few minutes, written to out/bench_quick/
     python bench.py --recon    # reconstruction-error table (depth x precision) for the README
@@ -30,6 +31,8 @@ What is measured, per combo:
 """
 
 import argparse
+import ctypes
+import gc
 import json
 import math
 import os
@@ -203,6 +206,17 @@ def train_step(model, opt, idx, targets, checkpoint_blocks, head_chunk, amp_dtyp
     return loss.detach()
 
 
+def free_memory():
+    """Hand freed memory back to the OS. glibc keeps freed heap memory for reuse, and over a long
+    sweep of differently sized models the main process grew by gigabytes (one full CPU run was
+    killed by the kernel's out-of-memory killer); malloc_trim(0) returns it."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim
+
+
 def sync(device):
     if device == "cuda":
         torch.cuda.synchronize()
@@ -304,19 +318,22 @@ def probe_main(spec_json):
     run_steps(dict(shape=tiny, n_layer=1, combo=spec["combo"], batch=1, steps=1), "cpu")
     reset_rss_peak()
     base, budget = rss_now_and_peak()[0], spec.get("budget")
+    answer_once = threading.Lock()  # the watchdog and the main thread must not both print
+
+    def answer(out):
+        with answer_once:
+            print(PROBE_TAG + json.dumps(out), flush=True)
+            os._exit(0)  # no teardown, and no second answer
 
     def watchdog():
         while True:
             if rss_now_and_peak()[1] - base > budget:
-                print(PROBE_TAG + "null", flush=True)  # over budget: this batch does not fit
-                os._exit(0)
+                answer(None)  # over budget: this batch does not fit
             time.sleep(0.01)
 
     if budget is not None:
         threading.Thread(target=watchdog, daemon=True).start()
-    out = run_steps(spec, "cpu", budget=budget, base=base)
-    print(PROBE_TAG + json.dumps(out), flush=True)
-    os._exit(0)  # no teardown (and no watchdog) after the answer
+    answer(run_steps(spec, "cpu", budget=budget, base=base))
 
 
 def probe_subprocess(spec):
@@ -428,7 +445,7 @@ def settings(device, quick):
             bytes_depths=[16, 32, 64, 96], time_depths=[16, 32, 64, 96], peak_depths=[16, 32, 64, 96],
             maxbatch_depths=[16, 32, 64, 96], maxbatch_combos=[combo_name(*c) for c in COMBOS],
             headline_depth=16, head_depth=16, head_vocabs=[50304], head_chunk=1024,
-            budget_gb=torch.cuda.get_device_properties(0).total_memory / 2 ** 30,
+            budget_gb=torch.cuda.get_device_properties(0).total_memory / 2 ** 30, sweep_head_chunk=0,
             gpt2=dict(shape=dict(block_size=1024, vocab_size=50304, n_embd=768, n_head=12, bias=True),
                       n_layer=12, combos=["euler/autograd", "euler/checkpoint", "midpoint/reversible",
                                           "leapfrog/reversible", "hamiltonian/reversible"]))
@@ -439,7 +456,7 @@ def settings(device, quick):
             bytes_depths=[2, 4, 8, 16], time_depths=[2, 4], peak_depths=[4],
             maxbatch_depths=[16], maxbatch_combos=["euler/autograd", "euler/checkpoint", "midpoint/reversible"],
             headline_depth=4, head_depth=4, head_vocabs=[50304], head_chunk=256,
-            budget_gb=0.15, gpt2=None)
+            budget_gb=0.15, gpt2=None, sweep_head_chunk=0)
     return dict(
         shape=dict(block_size=256, vocab_size=257, n_embd=256, n_head=4, bias=True),
         batch=8, amp=None, warmup=1, steps=7, maxbatch_steps=3,
@@ -450,7 +467,7 @@ def settings(device, quick):
         maxbatch_depths=[24], maxbatch_combos=["euler/autograd", "euler/checkpoint", "midpoint/reversible",
                                                "midpoint/autograd"],
         headline_depth=12, head_depth=12, head_vocabs=[257, 50304], head_chunk=512,
-        budget_gb=0.65, gpt2=None)
+        budget_gb=0.65, gpt2=None, sweep_head_chunk=0)
 
 
 def int_list(text):
@@ -464,6 +481,7 @@ def str_list(text):
     return text.split(",")
 
 
+SECTIONS = ("bytes", "time", "peak", "maxbatch", "head", "gpt2")
 OVERRIDES = {  # settings that --key=value can change, with their parser and help
     "budget_gb": (float, "memory budget of the max-batch search, GiB"),
     "batch": (int, "batch of the activation, step-time, peak and head sweeps"),
@@ -472,9 +490,11 @@ OVERRIDES = {  # settings that --key=value can change, with their parser and hel
     "maxbatch_steps": (int, "full steps that must fit for a batch to count (tokens/s: median after the first)"),
     "bytes_depths": (int_list, "depths of the activation-bytes sweep, e.g. 2,4,8"),
     "time_depths": (int_list, "depths of the step-time sweep"),
+    "time_combos": (str_list, "combos of the step-time sweep (default: all)"),
     "peak_depths": (int_list, "depths of the peak-memory sweep"),
     "maxbatch_depths": (int_list, "depths of the max-batch search"),
     "maxbatch_combos": (str_list, "combos of the max-batch search, e.g. euler/autograd,midpoint/reversible"),
+    "sweep_head_chunk": (int, "rows per chunk of ChunkedHeadLoss in every sweep (0: the model's own head)"),
 }
 
 
@@ -504,16 +524,23 @@ def loadavg():
 # The sweep
 
 
-def run_bench(args, device):
+def run_bench(args, device, save=None):
+    """The sweep; save(R), when given, is called as each section starts, so that a run that dies
+    (out of memory, say) keeps the sections it finished."""
     S = settings(device, args.quick)
     for key in OVERRIDES:  # command-line overrides of the sweep
         if getattr(args, key) is not None:
             S[key] = getattr(args, key)
-    for c in S["maxbatch_combos"]:
+    for c in S["maxbatch_combos"] + (S.get("time_combos") or []):
         parse_combo(c)  # a clear error for a misspelt combo, before any compute
+    only = set(args.only.split(",")) if args.only else set(SECTIONS)
+    if only - set(SECTIONS):
+        raise SystemExit(f"--only {args.only}: unknown section(s) {sorted(only - set(SECTIONS))}; "
+                         f"choose from {','.join(SECTIONS)}")
+    S["sections"] = [name for name in SECTIONS if name in only]
     combos = [combo_name(*c) for c in COMBOS]
     amp = torch.bfloat16 if S["amp"] == "bfloat16" else None
-    shape, B = S["shape"], S["batch"]
+    shape, B, hc = S["shape"], S["batch"], S.get("sweep_head_chunk", 0)
     threads = torch.get_num_threads()
     R = dict(machine=machine_info(device, threads), settings=S, combos=combos,
              command=" ".join(["python"] + sys.argv), started=time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -521,61 +548,71 @@ def run_bench(args, device):
     log = lambda *a: print(*a, flush=True)  # noqa: E731
     t_start, marks = time.time(), []
 
-    def section(name, text):  # log a section and remember when it started
+    def section(name, text):  # log a section, remember when it started, save what is done
+        if save:
+            save(R)
         marks.append((name, time.time()))
         log(f"== {text} (load average {loadavg()})")
 
     # 1. activation bytes vs depth (one forward each, in process)
-    section("bytes", f"activation bytes, batch {B}")
-    R["bytes"] = {}
-    for L in S["bytes_depths"]:
-        for c in combos:
-            model = make_model(shape, L, c, device)
-            idx, tgt = make_batch(shape, B, device)
-            with torch.autocast(device, dtype=amp or torch.bfloat16, enabled=amp is not None):
-                sb = saved_bytes(model, idx, tgt, checkpoint_blocks=c.endswith("/checkpoint"))
-            R["bytes"].setdefault(c, {})[str(L)] = sb
-            del model
-        log(f"  L={L}: " + ", ".join(f"{c} {R['bytes'][c][str(L)]['total'] / MiB:.1f}" for c in combos) + " MiB")
+    if "bytes" in only:
+        section("bytes", f"activation bytes, batch {B}")
+        R["bytes"] = {}
+        for L in S["bytes_depths"]:
+            for c in combos:
+                model = make_model(shape, L, c, device)
+                idx, tgt = make_batch(shape, B, device)
+                with torch.autocast(device, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                    sb = saved_bytes(model, idx, tgt, checkpoint_blocks=c.endswith("/checkpoint"), head_chunk=hc)
+                R["bytes"].setdefault(c, {})[str(L)] = sb
+                del model
+                free_memory()
+            log(f"  L={L}: " + ", ".join(f"{c} {R['bytes'][c][str(L)]['total'] / MiB:.1f}" for c in combos) + " MiB")
 
     # 2. step time vs depth (interleaved, one process)
-    section("time", f"step time, batch {B}, {S['warmup']} warm-up + {S['steps']} timed steps per combo")
-    R["time"] = {}
-    for L in S["time_depths"]:
-        la = loadavg()
-        res = time_combos(shape, L, combos, B, device, amp, S["warmup"], S["steps"])
-        for c in combos:
-            res[c]["loadavg_before"] = la
-            R["time"].setdefault(c, {})[str(L)] = res[c]
-        log(f"  L={L}: " + ", ".join(f"{c} {res[c]['median_s'] * 1e3:.0f}" for c in combos) + " ms")
+    if "time" in only:
+        tcombos = S.get("time_combos") or combos
+        section("time", f"step time, batch {B}, {S['warmup']} warm-up + {S['steps']} timed steps per combo")
+        R["time"] = {}
+        for L in S["time_depths"]:
+            la = loadavg()
+            res = time_combos(shape, L, tcombos, B, device, amp, S["warmup"], S["steps"], head_chunk=hc)
+            free_memory()
+            for c in tcombos:
+                res[c]["loadavg_before"] = la
+                R["time"].setdefault(c, {})[str(L)] = res[c]
+            log(f"  L={L}: " + ", ".join(f"{c} {res[c]['median_s'] * 1e3:.0f}" for c in tcombos) + " ms")
 
     # 3. peak memory vs depth (CPU: fresh subprocess per configuration)
-    section("peak", f"peak memory, batch {B}, {S['maxbatch_steps']} steps")
-    R["peak"] = {}
-    for L in S["peak_depths"]:
-        for c in combos:
-            spec = dict(shape=shape, n_layer=L, combo=c, batch=B, steps=S["maxbatch_steps"],
-                        amp=S["amp"], threads=threads)
-            R["peak"].setdefault(c, {})[str(L)] = measure(spec, device)
-        log(f"  L={L}: " + ", ".join(f"{c} {(R['peak'][c][str(L)] or {}).get('peak', float('nan')) / MiB:.0f}"
-                                      for c in combos) + " MiB")
+    if "peak" in only:
+        section("peak", f"peak memory, batch {B}, {S['maxbatch_steps']} steps")
+        R["peak"] = {}
+        for L in S["peak_depths"]:
+            for c in combos:
+                spec = dict(shape=shape, n_layer=L, combo=c, batch=B, steps=S["maxbatch_steps"],
+                            amp=S["amp"], threads=threads, head_chunk=hc)
+                R["peak"].setdefault(c, {})[str(L)] = measure(spec, device)
+            log(f"  L={L}: " + ", ".join(f"{c} {(R['peak'][c][str(L)] or {}).get('peak', float('nan')) / MiB:.0f}"
+                                          for c in combos) + " MiB")
 
     # 4. max batch under the budget, and tokens/s at that batch
     budget = int(S["budget_gb"] * 2 ** 30)
-    section("maxbatch", f"max batch under {S['budget_gb']} GiB, {S['maxbatch_steps']} steps must fit")
-    R["maxbatch"] = {}
-    for L in S["maxbatch_depths"]:
-        for c in S["maxbatch_combos"]:
-            R["maxbatch"].setdefault(c, {})[str(L)] = maxbatch_one(shape, L, c, budget, S, device, threads)
-            m = R["maxbatch"][c][str(L)]
-            log(f"  L={L} {c}: max batch {m['max_batch']}, {m['tokens_per_s']:.0f} tok/s, probes {m['probes']}")
+    if "maxbatch" in only:
+        section("maxbatch", f"max batch under {S['budget_gb']} GiB, {S['maxbatch_steps']} steps must fit")
+        R["maxbatch"] = {}
+        for L in S["maxbatch_depths"]:
+            for c in S["maxbatch_combos"]:
+                R["maxbatch"].setdefault(c, {})[str(L)] = maxbatch_one(shape, L, c, budget, S, device, threads)
+                m = R["maxbatch"][c][str(L)]
+                log(f"  L={L} {c}: max batch {m['max_batch']}, {m['tokens_per_s']:.0f} tok/s, probes {m['probes']}")
 
     # 5. head memory: share of LM head + logits + loss, and the chunked head
-    section("head", "head memory")
-    R["head"] = head_section(S, device, threads, amp)
+    if "head" in only:
+        section("head", "head memory")
+        R["head"] = head_section(S, device, threads, amp)
 
     # 6. GPT-2 small max batch (CUDA only: the paper's Table 3)
-    if S.get("gpt2"):
+    if S.get("gpt2") and "gpt2" in only:
         g = S["gpt2"]
         section("gpt2", f"GPT-2 small max batch under {S['budget_gb']:.1f} GiB")
         R["gpt2"] = {c: maxbatch_one(g["shape"], g["n_layer"], c, budget, S, device, threads) for c in g["combos"]}
@@ -594,7 +631,7 @@ def maxbatch_one(shape, L, c, budget, S, device, threads):
 
     def fits_at(b):
         spec = dict(shape=shape, n_layer=L, combo=c, batch=b, steps=S["maxbatch_steps"], amp=S["amp"],
-                    threads=threads)
+                    threads=threads, head_chunk=S.get("sweep_head_chunk", 0))
         results[b] = measure(spec, device, budget)
         return None if results[b] is None else results[b]["peak"]
 
@@ -621,6 +658,7 @@ def head_section(S, device, threads, amp):
                 with torch.autocast(device, dtype=amp or torch.bfloat16, enabled=amp is not None):
                     sb = saved_bytes(model, idx, tgt, head_chunk=chunk)
                 del model
+                free_memory()
                 spec = dict(shape=shape, n_layer=L, combo=c, batch=B, steps=S["maxbatch_steps"], amp=S["amp"],
                             threads=threads, head_chunk=chunk)
                 pk = measure(spec, device)
@@ -682,103 +720,131 @@ def fmt_mib(b):
 
 
 def write_report(R, out, stem):
-    S, combos = R["settings"], R["combos"]
-    sh, m = S["shape"], R["machine"]
-    L0 = str(S["headline_depth"])
+    """The Markdown tables (out/stem.md) and plots, from the JSON of run_bench alone."""
+    S, m, sh = R["settings"], R["machine"], R["settings"]["shape"]
+    hc = S.get("sweep_head_chunk", 0)
+    chunk_note = f", ChunkedHeadLoss ({hc} rows per chunk) in every sweep" if hc else ""
     md = [f"Machine: {m['cpu']} ({m['cpu_count']} cores, {m['threads']} torch threads), device {m['device']}"
           f"{' ' + m['gpu'] if 'gpu' in m else ''}, torch {m['torch']}. Shape: n_embd={sh['n_embd']}, "
-          f"n_head={sh['n_head']}, T={sh['block_size']}, vocab={sh['vocab_size']}, "
-          f"{S['amp'] or 'float32'}. Load average {R['loadavg_start']} at start, {R['loadavg_end']} at end "
-          f"(other jobs share the machine: step times are noisy, ratios are interleaved medians). "
-          f"Command: `{R['command']}` ({R['wall_s'] / 60:.1f} min).", ""]
+          f"n_head={sh['n_head']}, T={sh['block_size']}, vocab={sh['vocab_size']}, {S['amp'] or 'float32'}"
+          f"{chunk_note}. Load average {R['loadavg_start']:.1f} at the start, {R['loadavg_end']:.1f} at the end "
+          f"(on a shared machine step times are noisy; ratios come from interleaved medians). "
+          f"Command: `{R['command']}` ({R['wall_s'] / 60:.0f} min).", ""]
+    for part in (report_bytes, report_time, report_peak, report_maxbatch, report_head, report_gpt2):
+        md += part(R)
+    md += ["Paper (Gal et al. 2025, GPUs): max batch 26 → 257 on H100-80GB at GPT-2 scale; width 512, 8 heads, "
+           "16/32/64/96 layers: max batch 326/176/88/52 → 1550/1374/1076/874, throughput +20.7/+24.1/+48.8/+101.0%.",
+           "", f"Regenerate: `{R['command']}`; the tables and plots from the JSON: "
+           f"`python bench.py --report {out / stem}.json`."]
+    (out / f"{stem}.md").write_text("\n".join(md) + "\n")
+    plots(R, out, stem)
 
-    md += [f"### Activation memory (MiB saved for backward, batch {S['batch']})", ""]
-    depths = S["bytes_depths"]
-    md += ["| combo | " + " | ".join(f"L={L}" for L in depths) + " | of which head |",
-           "|---|" + "---|" * (len(depths) + 1)]
-    for c in combos:
-        row = R["bytes"][c]
+
+def report_bytes(R):
+    if "bytes" not in R:
+        return []
+    S, depths = R["settings"], R["settings"]["bytes_depths"]
+    md = [f"### Activation memory (MiB saved for backward, batch {S['batch']})", "",
+          "| combo | " + " | ".join(f"L={L}" for L in depths) + " | of which head |",
+          "|---|" + "---|" * (len(depths) + 1)]
+    for c, row in R["bytes"].items():
         md.append(f"| {c} | " + " | ".join(fmt_mib(row[str(L)]["total"]) for L in depths)
                   + f" | {fmt_mib(row[str(depths[-1])]['head'])} |")
     flat = [L for L in depths if L >= 4]
-    if flat:
+    if len(flat) >= 2:
         md.append("")
-        for c in combos:
-            if c.endswith("/reversible"):
-                v = [R["bytes"][c][str(L)]["total"] for L in flat]
-                md.append(f"- {c}: {flat[0]}..{flat[-1]} layers vary by {100 * (max(v) - min(v)) / min(v):.2f}%")
-        e = [R["bytes"]["euler/autograd"][str(L)]["total"] for L in flat]
-        k = [R["bytes"]["euler/checkpoint"][str(L)]["total"] for L in flat]
-        md.append(f"- euler/autograd grows {e[-1] / e[0]:.1f}x, euler/checkpoint {k[-1] / k[0]:.1f}x "
-                  f"from {flat[0]} to {flat[-1]} layers")
-    md.append("")
+        for c, row in R["bytes"].items():
+            v = [row[str(L)]["total"] for L in flat]
+            spread = f" (max/min - 1 = {100 * (max(v) - min(v)) / min(v):.2f}%)" if c.endswith("/reversible") else ""
+            md.append(f"- {c}: {v[-1] / v[0]:.2f}x from {flat[0]} to {flat[-1]} layers{spread}")
+    return md + [""]
 
-    md += [f"### Step time (forward + backward + AdamW, batch {S['batch']}, median of {S['steps']} steps "
-           f"after {S['warmup']} warm-up, combos interleaved)", ""]
-    tdep = S["time_depths"]
-    md += ["| combo | " + " | ".join(f"L={L} ms" for L in tdep) + " | " + " | ".join(f"L={L} tok/s" for L in tdep)
-           + f" | ×euler at L={L0} | ×checkpoint at L={L0} |", "|---|" + "---|" * (2 * len(tdep) + 2)]
-    for c in combos:
-        t = R["time"][c]
-        ratio = lambda ref: (f"{t[L0]['median_s'] / R['time'][ref][L0]['median_s']:.2f}"  # noqa: E731
-                             if L0 in t else "-")
+
+def report_time(R):
+    if "time" not in R:
+        return []
+    S, tdep, T = R["settings"], R["settings"]["time_depths"], R["time"]
+    L0 = str(S["headline_depth"])
+
+    def ratio(c, ref):
+        return f"{T[c][L0]['median_s'] / T[ref][L0]['median_s']:.2f}" if ref in T and L0 in T[c] else "-"
+
+    md = [f"### Step time (forward + backward + AdamW, batch {S['batch']}, median of {S['steps']} steps after "
+          f"{S['warmup']} warm-up, combos interleaved in one process)", "",
+          "| combo | " + " | ".join(f"L={L} ms" for L in tdep) + " | " + " | ".join(f"L={L} tok/s" for L in tdep)
+          + f" | ×euler at L={L0} | ×checkpoint at L={L0} |", "|---|" + "---|" * (2 * len(tdep) + 2)]
+    for c, t in T.items():
         md.append(f"| {c} | " + " | ".join(f"{t[str(L)]['median_s'] * 1e3:.0f}" for L in tdep) + " | "
                   + " | ".join(f"{t[str(L)]['tokens_per_s']:.0f}" for L in tdep)
-                  + f" | {ratio('euler/autograd')} | {ratio('euler/checkpoint')} |")
+                  + f" | {ratio(c, 'euler/autograd')} | {ratio(c, 'euler/checkpoint')} |")
     fl = R["flops_per_token"]
-    md += ["", "FLOPs per token (model, recompute not counted / hardware, recompute counted): "
-           + ", ".join(f"L={L}: {fl[L]['model'] / 1e6:.0f}M / {fl[L]['hardware_recompute'] / 1e6:.0f}M" for L in fl),
-           ""]
+    md += ["", "FLOPs per token, model (recompute not counted) / hardware (recompute counted): "
+           + ", ".join(f"L={L}: {fl[L]['model'] / 1e6:.0f}M / {fl[L]['hardware_recompute'] / 1e6:.0f}M" for L in fl)
+           + ". The hand-written backward and checkpointing both pay one extra forward of the blocks."]
+    return md + [""]
 
-    md += [f"### Peak memory of a training step (MiB, batch {S['batch']}; "
-           f"{'max_memory_allocated' if m['device'] == 'cuda' else 'peak RSS of a fresh process minus its RSS after loading torch'})",
-           "", "| combo | " + " | ".join(f"L={L} peak | L={L} static" for L in S["peak_depths"]) + " |",
-           "|---|" + "---|---|" * len(S["peak_depths"])]
-    for c in combos:
-        p = R["peak"][c]
-        md.append(f"| {c} | " + " | ".join(f"{fmt_mib(p[str(L)]['peak'])} | {fmt_mib(p[str(L)]['static']['total'])}"
-                                           for L in S["peak_depths"]) + " |")
-    md += ["", "static = weights + gradients + AdamW state; peak - static is activations and workspace.", ""]
 
-    md += [f"### Max batch under a {S['budget_gb']:.2f} GiB budget ({S['maxbatch_steps']} full steps must fit; "
-           f"tokens/s = median of the steps after the first)", ""]
-    mdep = S["maxbatch_depths"]
-    md += ["| combo | " + " | ".join(f"L={L} max batch | L={L} tok/s" for L in mdep) + " |",
-           "|---|" + "---|---|" * len(mdep)]
-    for c in S["maxbatch_combos"]:
-        mb = R["maxbatch"][c]
-        md.append(f"| {c} | " + " | ".join(f"{mb[str(L)]['max_batch']} | {mb[str(L)]['tokens_per_s']:.0f}"
-                                           for L in mdep) + " |")
-    if "euler/autograd" in R["maxbatch"]:
+def report_peak(R):
+    if "peak" not in R:
+        return []
+    S, dev = R["settings"], R["machine"]["device"]
+    how = "max_memory_allocated" if dev == "cuda" else "peak RSS of a fresh process above its RSS with torch loaded"
+    md = [f"### Peak memory of a training step (MiB, batch {S['batch']}, {S['maxbatch_steps']} steps; {how})", "",
+          "| combo | " + " | ".join(f"L={L} peak | L={L} static" for L in S["peak_depths"]) + " |",
+          "|---|" + "---|---|" * len(S["peak_depths"])]
+    for c, p in R["peak"].items():
+        cells = [(fmt_mib(p[str(L)]["peak"]), fmt_mib(p[str(L)]["static"]["total"])) if p[str(L)] else ("OOM", "-")
+                 for L in S["peak_depths"]]
+        md.append(f"| {c} | " + " | ".join(f"{a} | {b}" for a, b in cells) + " |")
+    md += ["", "static = weights + gradients + AdamW state; the rest of the peak is activations and workspace."]
+    return md + [""]
+
+
+def report_maxbatch(R):
+    if "maxbatch" not in R:
+        return []
+    S, mdep, MB = R["settings"], R["settings"]["maxbatch_depths"], R["maxbatch"]
+    md = [f"### Max batch under a {S['budget_gb']:.2f} GiB budget ({S['maxbatch_steps']} full steps must fit; "
+          "tokens/s: median of those steps after the first, timed inside the memory probe, not interleaved)", "",
+          "| combo | " + " | ".join(f"L={L} max batch | L={L} peak MiB | L={L} tok/s" for L in mdep) + " |",
+          "|---|" + "---|---|---|" * len(mdep)]
+    for c, mb in MB.items():
+        md.append(f"| {c} | " + " | ".join(f"{mb[str(L)]['max_batch']} | {fmt_mib(mb[str(L)]['peak'])} | "
+                                           f"{mb[str(L)]['tokens_per_s']:.0f}" for L in mdep) + " |")
+    if "euler/autograd" in MB:
         md.append("")
         for L in mdep:
-            e = R["maxbatch"]["euler/autograd"][str(L)]
-            for c in S["maxbatch_combos"]:
-                mb = R["maxbatch"][c][str(L)]
+            e = MB["euler/autograd"][str(L)]
+            for c, mb in MB.items():
                 if c != "euler/autograd" and e["max_batch"] and e["tokens_per_s"]:
-                    md.append(f"- L={L} {c}: max batch {mb['max_batch'] / e['max_batch']:.1f}× euler's, "
-                              f"throughput {100 * (mb['tokens_per_s'] / e['tokens_per_s'] - 1):+.0f}%")
-    md.append("")
+                    md.append(f"- L={L} {c}: max batch {mb[str(L)]['max_batch'] / e['max_batch']:.1f}x euler's, "
+                              f"tokens/s {100 * (mb[str(L)]['tokens_per_s'] / e['tokens_per_s'] - 1):+.0f}%")
+    return md + [""]
 
-    md += [f"### Head memory (L={S['head_depth']}, batch {S['batch']}; head = ln_f + LM head + logits + loss)",
-           "", "| vocab | combo | chunked head | saved MiB | head share of saved | peak MiB | step ms |",
-           "|---|---|---|---|---|---|---|"]
+
+def report_head(R):
+    if "head" not in R:
+        return []
+    S = R["settings"]
+    md = [f"### Head memory (L={S['head_depth']}, batch {S['batch']}; head = ln_f + LM head + logits + loss; "
+          "chunked = bench.ChunkedHeadLoss, logits never materialised in full)", "",
+          "| vocab | combo | chunk rows | saved MiB | head share of saved | peak MiB | static MiB | step ms |",
+          "|---|---|---|---|---|---|---|---|"]
     for h in R["head"]:
         b = h["bytes"]
-        md.append(f"| {h['vocab_size']} | {h['combo']} | {h['head_chunk'] or 'no'} | {fmt_mib(b['total'])} | "
-                  f"{100 * b['head'] / b['total']:.0f}% | {fmt_mib(h['peak'])} | "
+        md.append(f"| {h['vocab_size']} | {h['combo']} | {h['head_chunk'] or 'none'} | {fmt_mib(b['total'])} | "
+                  f"{100 * b['head'] / b['total']:.0f}% | {fmt_mib(h['peak'])} | {fmt_mib(h['static'])} | "
                   f"{'-' if h['step_s'] is None else round(h['step_s'] * 1e3)} |")
-    md.append("")
+    return md + [""]
 
-    if R.get("gpt2"):
-        md += ["### GPT-2 small (12 layers, d=768, T=1024) max batch", "", "| combo | max batch | tok/s |", "|---|---|---|"]
-        md += [f"| {c} | {v['max_batch']} | {v['tokens_per_s']:.0f} |" for c, v in R["gpt2"].items()]
-        md.append("")
-    md += ["Paper (Gal et al. 2025, GPUs): max batch 26 → 257 on H100-80GB at GPT-2 scale; width 512, 8 heads, "
-           "16/32/64/96 layers: max batch 326/176/88/52 → 1550/1374/1076/874, throughput +20.7/+24.1/+48.8/+101.0%.",
-           "", f"Regenerate: `{R['command']}`; tables and plots from the JSON: `python bench.py --report {out / stem}.json`."]
-    (out / f"{stem}.md").write_text("\n".join(md) + "\n")
-    plots(R, out, stem)
+
+def report_gpt2(R):
+    if not R.get("gpt2"):
+        return []
+    md = ["### GPT-2 small (12 layers, d=768, 12 heads, T=1024) max batch", "",
+          "| combo | max batch | peak MiB | tok/s |", "|---|---|---|---|"]
+    md += [f"| {c} | {v['max_batch']} | {fmt_mib(v['peak'])} | {v['tokens_per_s']:.0f} |" for c, v in R["gpt2"].items()]
+    return md + [""]
 
 
 def plots(R, out, stem):
@@ -789,16 +855,15 @@ def plots(R, out, stem):
     except ImportError:
         print("matplotlib not installed: tables written, plots skipped")
         return
-    S, combos = R["settings"], R["combos"]
+    S = R["settings"]
     style = lambda c: dict(marker="o", linestyle="--" if c.endswith("/autograd") and not c.startswith("euler") else "-")  # noqa: E731
 
-    def fig(title, ylabel, series, name, logy=False):
+    def fig(title, ylabel, series, name):
         f, ax = plt.subplots(figsize=(6.4, 4.2))
         for c, xs, ys in series:
-            ax.plot(xs, ys, label=c, **style(c))
+            ax.plot(xs, ys, label=c, **style(c))  # the autograd ablations (dashed) may hide under euler
         ax.set(title=title, xlabel="layers", ylabel=ylabel)
-        if logy:
-            ax.set_yscale("log")
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         f.tight_layout()
@@ -807,13 +872,17 @@ def plots(R, out, stem):
 
     sh = S["shape"]
     tag = f"d={sh['n_embd']}, T={sh['block_size']}, batch {S['batch']}"
-    fig(f"Activation memory saved for backward ({tag})", "MiB",
-        [(c, S["bytes_depths"], [R["bytes"][c][str(L)]["total"] / MiB for L in S["bytes_depths"]]) for c in combos],
-        "memory_vs_depth", logy=True)
-    fig(f"Training step time ({tag})", "seconds per step",
-        [(c, S["time_depths"], [R["time"][c][str(L)]["median_s"] for L in S["time_depths"]]) for c in combos],
-        "step_time_vs_depth")
-    mdep, mcombos = S["maxbatch_depths"], S["maxbatch_combos"]
+    if "bytes" in R:
+        fig(f"Activation memory saved for backward ({tag})", "MiB",
+            [(c, S["bytes_depths"], [row[str(L)]["total"] / MiB for L in S["bytes_depths"]])
+             for c, row in R["bytes"].items()], "memory_vs_depth")
+    if "time" in R:
+        fig(f"Training step time ({tag})", "seconds per step",
+            [(c, S["time_depths"], [t[str(L)]["median_s"] for L in S["time_depths"]]) for c, t in R["time"].items()],
+            "step_time_vs_depth")
+    if "maxbatch" not in R:
+        return
+    mdep, mcombos = S["maxbatch_depths"], list(R["maxbatch"])
     title = f"Throughput at max batch under {S['budget_gb']:.2f} GiB"
     if len(mdep) > 1:
         fig(title, "tokens/s", [(c, mdep, [R["maxbatch"][c][str(L)]["tokens_per_s"] for L in mdep])
@@ -843,10 +912,12 @@ def build_parser():
     ap.add_argument("--recon", action="store_true", help="write the reconstruction-error table and exit")
     ap.add_argument("--report", metavar="JSON", help="rewrite Markdown and plots from a bench JSON and exit")
     ap.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
+    ap.add_argument("--only", help=f"comma-separated sections to run (default all): {','.join(SECTIONS)}")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     for key, (typ, text) in OVERRIDES.items():
         ap.add_argument(f"--{key}", type=typ, help=text)
     ap.add_argument("--out_dir", help="default results/bench (out/bench_quick with --quick)")
+    ap.add_argument("--name", help="file stem of the outputs (default: cpu, cuda or quick)")
     ap.add_argument("--probe", help=argparse.SUPPRESS)  # internal: one CPU measurement in a fresh process
     return ap
 
@@ -874,9 +945,10 @@ def main():
         torch.set_num_threads(args.threads)
     out = Path(args.out_dir or ("out/bench_quick" if args.quick else "results/bench"))
     out.mkdir(parents=True, exist_ok=True)
-    R = run_bench(args, device)
-    stem = "quick" if args.quick else device
-    (out / f"{stem}.json").write_text(json.dumps(R, indent=1) + "\n")
+    stem = args.name or ("quick" if args.quick else device)
+    save = lambda R: (out / f"{stem}.json").write_text(json.dumps(R, indent=1) + "\n")  # noqa: E731
+    R = run_bench(args, device, save)
+    save(R)
     write_report(R, out, stem)
     print(f"wrote {out / stem}.json, {out / stem}.md and plots")
 

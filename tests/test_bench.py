@@ -240,3 +240,19 @@ def test_run_bench_and_report_smoke(tmp_path, monkeypatch, one_thread):
     bench.write_report(R, tmp_path, "t")
     md = (tmp_path / "t.md").read_text()
     assert "midpoint/reversible" in md and "Max batch" in md
+
+
+def test_only_some_sections(tmp_path, monkeypatch, one_thread):
+    tiny = dict(shape=SHAPE, batch=2, amp=None, warmup=0, steps=1, maxbatch_steps=2, bytes_depths=[1, 2],
+                time_depths=[1], peak_depths=[1], maxbatch_depths=[1], maxbatch_combos=["euler/autograd"],
+                headline_depth=1, head_depth=1, head_vocabs=[37], head_chunk=8, budget_gb=1.0, gpt2=None)
+    monkeypatch.setattr(bench, "settings", lambda device, quick: dict(tiny))
+    args = bench.build_parser().parse_args(["--only", "bytes,time", "--time_combos",
+                                            "euler/autograd,midpoint/reversible", "--sweep_head_chunk", "8"])
+    R = bench.run_bench(args, "cpu")
+    assert set(R) >= {"bytes", "time"} and not set(R) & {"peak", "maxbatch", "head"}
+    assert set(R["time"]) == {"euler/autograd", "midpoint/reversible"}
+    bench.write_report(R, tmp_path, "part")
+    assert "Step time" in (tmp_path / "part.md").read_text()
+    with pytest.raises(SystemExit, match="unknown section"):
+        bench.run_bench(bench.build_parser().parse_args(["--only", "bytes,speed"]), "cpu")
