@@ -32,6 +32,10 @@ OUT = ROOT / "out-experiments" / "scratch"  # checkpoints (gitignored); logs are
 # the shared settings: train.py's CPU defaults (4 layers x 4 heads x 128, context 128, batch 16, AdamW
 # 2e-3 with warmup + cosine), with a shorter budget for the sweep
 COMMON = ["--dataset=shakespeare_char", "--sample_tokens=0", "--compile=False", "--device=cpu"]
+# train.py's defaults when these runs were made, pinned so that later changes to the defaults don't
+# change a rerun (each run's full config is also the first record of its log.jsonl)
+COMMON += ["--n_layer=4", "--n_head=4", "--n_embd=128", "--block_size=128", "--batch_size=16",
+           "--learning_rate=2e-3", "--min_lr=2e-4", "--beta2=0.99", "--weight_decay=0.1"]
 SWEEP = COMMON + ["--max_iters=400", "--warmup_iters=40", "--eval_interval=400", "--log_interval=50"]
 SWEEP_RUNS = {
     "euler": ["--dynamics=euler"],
