@@ -14,7 +14,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import train  # noqa: E402
-from revgpt import GPT, GPTConfig  # noqa: E402
+from revgpt import DEFAULT_H, GPT, GPTConfig  # noqa: E402
 
 WORDS = ["to", "be", "or", "not", "that", "is", "the", "question", "whether", "tis", "nobler", "in", "mind"]
 
@@ -255,7 +255,7 @@ def test_checkpoint_contents(tmp_path, data):
     ck = train.load_checkpoint(out / "ckpt.pt")
     assert ck["format"] == "revgpt-ckpt-v1" and ck["tokenizer"] == "byte" and ck["iter_num"] == 3
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in ck["model"])
-    assert ck["model_args"]["dynamics"] == "leapfrog" and ck["model_args"]["h"] == 0.5
+    assert ck["model_args"]["dynamics"] == "leapfrog" and ck["model_args"]["h"] == DEFAULT_H["leapfrog"]
     assert ck["config"]["max_iters"] == 3 and {"python", "torch"} <= set(ck["rng"])
     assert set(ck["data_state"]) >= {"epoch", "pos"} and ck["optimizer"]["state"]
     model = GPT(GPTConfig(**ck["model_args"]))  # what inference-only consumers do
@@ -364,7 +364,7 @@ def test_fine_tune_from_checkpoint_can_change_dynamics(tmp_path, data):
     base = tmp_path / "base" / "ckpt.pt"
     run(data, tmp_path / "ft", f"--init_from={base}", "--dynamics=leapfrog", "--max_iters=2")
     ck = train.load_checkpoint(tmp_path / "ft" / "ckpt.pt")
-    assert ck["model_args"]["dynamics"] == "leapfrog" and ck["model_args"]["h"] == 0.5
+    assert ck["model_args"]["dynamics"] == "leapfrog" and ck["model_args"]["h"] == DEFAULT_H["leapfrog"]
     assert ck["model_args"]["backward"] == "reversible" and ck["iter_num"] == 2
     with pytest.raises(train.ConfigError, match="n_embd"):
         run(data, tmp_path / "ft2", f"--init_from={base}", "--n_embd=32", "--max_iters=1")
