@@ -97,7 +97,7 @@ backward = "auto"  # "reversible" (recompute, constant memory), "autograd" (stor
 exact = False  # fixed-point float64 stream: bit-identical reconstruction (revgpt.py, "Exact mode")
 exact_bits = 32  # fractional bits of that fixed-point grid
 # optimizer (AdamW)
-learning_rate = 2e-3  # peak learning rate (small models tolerate a high one)
+learning_rate = 3e-3  # peak learning rate (small models tolerate a high one)
 max_iters = 1500  # optimizer steps in total
 weight_decay = 0.1
 beta1 = 0.9
@@ -107,7 +107,7 @@ grad_clip = 1.0  # clip the gradient norm at this value; 0 = off
 decay_lr = True
 warmup_iters = 100
 lr_decay_iters = 0  # 0 = max_iters
-min_lr = 2e-4  # ~ learning_rate / 10
+min_lr = 3e-4  # ~ learning_rate / 10
 # distillation: with a teacher, loss = kl_weight * KL(teacher || student) + ce_weight * cross-entropy
 teacher = ""  # path of a revgpt checkpoint, loaded frozen; "" = no teacher, loss = cross-entropy
 kl_weight = 1.0

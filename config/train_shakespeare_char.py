@@ -21,8 +21,8 @@ gradient_accumulation_steps = 1
 max_iters = 1500
 
 # AdamW with a cosine schedule
-learning_rate = 2e-3
-min_lr = 2e-4
+learning_rate = 3e-3
+min_lr = 3e-4
 warmup_iters = 100
 lr_decay_iters = 1500
 weight_decay = 0.1
