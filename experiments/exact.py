@@ -90,7 +90,9 @@ def cost():
 def train():
     """The sweep's midpoint run again with exact=True: same seed, data order, steps and evaluation."""
     sweep = json.loads((ROOT / "results" / "scratch" / "sweep.json").read_text())["runs"]["midpoint_h0.5"]
-    args = sweep["command"].split()[2:]
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from scratch import COMMON  # the model/optimizer settings the sweep ran with, pinned
+    args = sweep["command"].split()[2:] + [a for a in COMMON if a not in sweep["command"]]
     out = ROOT / "out-experiments" / "exact" / "midpoint_h0.5_exact"
     cmd = [sys.executable, "train.py", *args, "--exact=True", f"--out_dir={out}"]
     subprocess.run(cmd, cwd=ROOT, check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
