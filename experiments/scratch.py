@@ -167,8 +167,8 @@ def report():
            "each. Every number below is read from `results/` JSON by `python experiments/scratch.py report`.", "",
            "### 1. From scratch", "",
            "`euler`, `midpoint`, `leapfrog` and `hamiltonian` trained with identical data order, tokens, optimizer "
-           "and schedule on `shakespeare_char`: train.py's default model (4 layers x 4 heads x 128, 0.83M "
-           "parameters, context 128, batch 16, AdamW 2e-3, warmup + cosine) for 400 iterations (819,200 tokens, "
+           "and schedule on `shakespeare_char`: train.py's default model shape (4 layers x 4 heads x 128, 0.83M "
+           "parameters, context 128, batch 16) with AdamW 2e-3, warmup + cosine, for 400 iterations (819,200 tokens, "
            "0.18 epochs), each dynamic at its best h from the sweep below. Final val loss on the whole val split "
            "(457,251 tokens). Rerun: `python experiments/scratch.py sweep && python experiments/scratch.py main`; "
            "each run's exact command is in `results/scratch/*.json`.", ""]
