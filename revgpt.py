@@ -398,8 +398,7 @@ class GPT(nn.Module):
         logits = self.lm_head(self.transformer.ln_f(p))  # (B, T, vocab_size)
         loss = None
         if targets is not None:
-            logits_fp = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32, fp64 stays
-            loss = F.cross_entropy(logits_fp.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
         return logits, loss
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
