@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from revgpt import GPT, GPTConfig, reconstruction_error
+from revgpt import GPT, ChunkedHeadLoss, GPTConfig, reconstruction_error
 
 REVERSIBLE = ("midpoint", "leapfrog", "hamiltonian")
 # (dynamics, backward): backward "checkpoint" means euler + torch.utils.checkpoint on every block
@@ -95,79 +95,19 @@ def checkpointed_euler(model, idx):
     return model.transformer.ln_f(p)
 
 
-class _HeadTap(torch.nn.Module):
-    """Stands in for lm_head during one GPT.forward: keeps the head's input (ln_f's output) and
-    returns an empty placeholder, so the model's own forward computes no logits."""
-
-    def forward(self, x):  # x (B, T, C)
-        self.x = x
-        return x.new_empty(x.shape[:-1] + (0,))  # (B, T, 0)
-
-
-def final_hidden(model, idx):
-    """ln_f's output (B, T, C), with its graph, from the model's own forward (no logits made)."""
-    head, tap = model.lm_head, _HeadTap()
-    model.lm_head = tap  # the tied weight stays in model.transformer.wte and in `head`
-    try:
-        model(idx)
-    finally:
-        model.lm_head = head
-    return tap.x
-
-
-class ChunkedHeadLoss(torch.autograd.Function):
-    """loss = mean cross-entropy of logits x @ W^T, `chunk` rows at a time, so the (N, vocab) logits
-    and their softmax never exist in full. Saves x and one logsumexp per row; backward recomputes
-    each chunk's logits (one extra head matmul: the price of the memory)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, targets, chunk):  # x (N, C), weight (V, C), targets (N,)
-        acc = torch.promote_types(x.dtype, torch.float32)  # softmax in >= float32, as GPT.forward
-        valid = targets != -1  # ignore_index=-1, as GPT.forward
-        n_valid = valid.sum().clamp_min(1)
-        lse = torch.empty(x.size(0), dtype=acc, device=x.device)  # (N,)
-        total = torch.zeros((), dtype=acc, device=x.device)
-        for i in range(0, x.size(0), chunk):
-            logits = (x[i:i + chunk] @ weight.t()).to(acc)  # (n, V): the only logits alive
-            lse[i:i + chunk] = torch.logsumexp(logits, dim=-1)
-            t = targets[i:i + chunk]
-            picked = logits.gather(1, t.clamp_min(0)[:, None])[:, 0]  # (n,) logit of the target
-            total += ((lse[i:i + chunk] - picked) * valid[i:i + chunk]).sum()
-        ctx.save_for_backward(x, weight, targets, lse)
-        ctx.chunk, ctx.n_valid = chunk, n_valid
-        dev = x.device.type  # replay the forward's autocast in the recompute, as revgpt does
-        ctx.amp = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
-        return total / n_valid
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight, targets, lse = ctx.saved_tensors
-        dev, amp_on, amp_dtype = ctx.amp
-        gx, gw = torch.empty_like(x), torch.zeros_like(weight)
-        scale = grad / ctx.n_valid
-        for i in range(0, x.size(0), ctx.chunk):
-            xc, t = x[i:i + ctx.chunk], targets[i:i + ctx.chunk]
-            with torch.autocast(dev, dtype=amp_dtype, enabled=amp_on):
-                logits = (xc @ weight.t()).to(lse.dtype)  # RECOMPUTE this chunk's logits
-            g = torch.exp(logits - lse[i:i + ctx.chunk, None])  # softmax (n, V)
-            g[torch.arange(len(t), device=t.device), t.clamp_min(0)] -= 1.0  # d loss / d logits
-            g *= (t != -1)[:, None] * scale  # ignored rows get no gradient
-            with torch.autocast(dev, dtype=amp_dtype, enabled=amp_on):
-                gx[i:i + ctx.chunk] = (g.to(weight.dtype) @ weight).to(gx.dtype)  # (n, C)
-                gw += (g.t().to(xc.dtype) @ xc).to(gw.dtype)  # (V, C)
-        return gx, gw, None, None
-
-
 def bench_loss(model, idx, targets, checkpoint_blocks=False, head_chunk=0):
-    """The training loss of one combo. The plain case is exactly model(idx, targets); checkpoint
-    runs checkpointed_euler; head_chunk > 0 replaces LM head + cross-entropy by ChunkedHeadLoss."""
-    if not checkpoint_blocks and not head_chunk:
+    """The training loss of one combo: model(idx, targets) with the model's own head_chunk option
+    (revgpt.GPTConfig.head_chunk; 0 = the plain LM head), or, for checkpoint, checkpointed_euler
+    followed by the same head."""
+    if not checkpoint_blocks:
+        model.config.head_chunk = head_chunk
         return model(idx, targets)[1]
-    x = checkpointed_euler(model, idx) if checkpoint_blocks else final_hidden(model, idx)  # (B, T, C)
+    x = checkpointed_euler(model, idx)  # (B, T, C)
     if head_chunk:
         return ChunkedHeadLoss.apply(x.view(-1, x.size(-1)), model.lm_head.weight, targets.view(-1), head_chunk)
     logits = model.lm_head(x)  # (B, T, vocab), as GPT.forward
-    return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
+    acc = torch.promote_types(logits.dtype, torch.float32)  # as GPT.forward
+    return F.cross_entropy(logits.view(-1, logits.size(-1)).to(acc), targets.view(-1), ignore_index=-1)
 
 
 def saved_bytes(model, idx, targets, checkpoint_blocks=False, head_chunk=0):
@@ -464,7 +404,7 @@ def settings(device, quick):
         # leapfrog and hamiltonian save the same single pair as midpoint; on a 2-core CPU their
         # max-batch searches (steps at batch ~50) would double the run time, so --maxbatch_combos
         # adds them on request
-        maxbatch_depths=[24], maxbatch_combos=["euler/autograd", "euler/checkpoint", "midpoint/reversible",
+        maxbatch_depths=[12, 24], maxbatch_combos=["euler/autograd", "euler/checkpoint", "midpoint/reversible",
                                                "midpoint/autograd"],
         headline_depth=12, head_depth=12, head_vocabs=[257, 50304], head_chunk=512,
         budget_gb=0.65, gpt2=None, sweep_head_chunk=0)
@@ -827,7 +767,7 @@ def report_head(R):
         return []
     S = R["settings"]
     md = [f"### Head memory (L={S['head_depth']}, batch {S['batch']}; head = ln_f + LM head + logits + loss; "
-          "chunked = bench.ChunkedHeadLoss, logits never materialised in full)", "",
+          "chunked = GPTConfig(head_chunk=...), revgpt.ChunkedHeadLoss: logits never materialised in full)", "",
           "| vocab | combo | chunk rows | saved MiB | head share of saved | peak MiB | static MiB | step ms |",
           "|---|---|---|---|---|---|---|---|"]
     for h in R["head"]:

@@ -79,6 +79,7 @@ class GPTConfig:
     backward: Optional[str] = None  # "reversible" | "autograd"; None -> reversible unless euler
     exact: bool = False  # fixed-point stream: bit-identical reconstruction (see the module docstring)
     exact_bits: int = 32  # fractional bits of that grid: resolution 2^-32, range |p| < 2^(51-32) ~ 5e5
+    head_chunk: int = 0  # > 0: the training loss runs the LM head this many rows at a time (ChunkedHeadLoss)
 
     def __post_init__(self):
         # every check names the offending field, so a bad config fails loudly before any compute
@@ -105,6 +106,8 @@ class GPTConfig:
                              "draw new dropout masks and silently give wrong gradients; use dropout=0.0")
         if self.h <= 0:
             raise ValueError(f"h={self.h}: the step size must be > 0")
+        if self.head_chunk < 0:
+            raise ValueError(f"head_chunk={self.head_chunk}: must be >= 0 (0 = the plain LM head)")
         if self.dynamics == "midpoint" and not self.a_random and self.a == 0:
             raise ValueError("a=0: Midpoint(a) divides by a on the way back (eq. 3.6), so a must be nonzero")
         if self.exact:
@@ -200,7 +203,8 @@ class RoundToGrid(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v, scale):
         ctx.dtype = v.dtype
-        return torch.round(v * scale).double() / scale  # scaling by a power of 2 is exact in any float dtype
+        # one float64 copy, rounded in place; scaling by a power of 2 is exact
+        return v.to(torch.float64, copy=True).mul_(scale).round_().div_(scale)
 
     @staticmethod
     def backward(ctx, grad):
@@ -222,7 +226,8 @@ class Grid:
         return p.to(self.dtype)
 
     def check(self, z):
-        if not z.abs().max() < self.limit:  # max propagates NaN, so this catches NaN and inf too
+        lo, hi = torch.aminmax(z)  # one pass; NaN propagates, so this catches NaN and inf too
+        if not (-self.limit < lo and hi < self.limit):
             raise OverflowError(f"exact mode: the residual stream left the grid's range |p| < {self.limit:g} "
                                 f"(exact_bits={round(math.log2(self.scale))}); lower exact_bits or h")
 
@@ -319,6 +324,49 @@ class ReversibleStack(torch.autograd.Function):
 # The model
 
 
+class ChunkedHeadLoss(torch.autograd.Function):
+    """loss = mean cross-entropy of logits x @ W^T, `chunk` rows at a time, so the (N, vocab) logits
+    and their softmax never exist in full. Saves x and one logsumexp per row; backward recomputes
+    each chunk's logits (one extra head matmul: the price of the memory)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, targets, chunk):  # x (N, C), weight (V, C), targets (N,)
+        acc = torch.promote_types(x.dtype, torch.float32)  # softmax in >= float32, as GPT.forward
+        valid = targets != -1  # ignore_index=-1, as GPT.forward
+        n_valid = valid.sum().clamp_min(1)
+        lse = torch.empty(x.size(0), dtype=acc, device=x.device)  # (N,)
+        total = torch.zeros((), dtype=acc, device=x.device)
+        for i in range(0, x.size(0), chunk):
+            logits = (x[i:i + chunk] @ weight.t()).to(acc)  # (n, V): the only logits alive
+            lse[i:i + chunk] = torch.logsumexp(logits, dim=-1)
+            t = targets[i:i + chunk]
+            picked = logits.gather(1, t.clamp_min(0)[:, None])[:, 0]  # (n,) logit of the target
+            total += ((lse[i:i + chunk] - picked) * valid[i:i + chunk]).sum()
+        ctx.save_for_backward(x, weight, targets, lse)
+        ctx.chunk, ctx.n_valid = chunk, n_valid
+        dev = x.device.type  # replay the forward's autocast in the recompute, as revgpt does
+        ctx.amp = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
+        return total / n_valid
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, targets, lse = ctx.saved_tensors
+        dev, amp_on, amp_dtype = ctx.amp
+        gx, gw = torch.empty_like(x), torch.zeros_like(weight)
+        scale = grad / ctx.n_valid
+        for i in range(0, x.size(0), ctx.chunk):
+            xc, t = x[i:i + ctx.chunk], targets[i:i + ctx.chunk]
+            with torch.autocast(dev, dtype=amp_dtype, enabled=amp_on):
+                logits = (xc @ weight.t()).to(lse.dtype)  # RECOMPUTE this chunk's logits
+            g = torch.exp(logits - lse[i:i + ctx.chunk, None])  # softmax (n, V)
+            g[torch.arange(len(t), device=t.device), t.clamp_min(0)] -= 1.0  # d loss / d logits
+            g *= (t != -1)[:, None] * scale  # ignored rows get no gradient
+            with torch.autocast(dev, dtype=amp_dtype, enabled=amp_on):
+                gx[i:i + ctx.chunk] = (g.to(weight.dtype) @ weight).to(gx.dtype)  # (n, C)
+                gw += (g.t().to(xc.dtype) @ xc).to(gw.dtype)  # (V, C)
+        return gx, gw, None, None
+
+
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -395,10 +443,17 @@ class GPT(nn.Module):
             p0 = p if grid is None else grid.quantize(p)
             p = integrate(self.steps(), p0, p0, grid)[1]
             p = p if grid is None else grid.decode(p)
-        logits = self.lm_head(self.transformer.ln_f(p))  # (B, T, vocab_size)
+        x = self.transformer.ln_f(p)  # (B, T, C)
+        if targets is not None and c.head_chunk:
+            # the (B*T, vocab) logits are never materialised: at GPT-2's vocabulary they would be the
+            # largest activation left once the stack's memory is constant. No logits are returned.
+            return None, ChunkedHeadLoss.apply(x.view(-1, x.size(-1)), self.lm_head.weight, targets.view(-1),
+                                               c.head_chunk)
+        logits = self.lm_head(x)  # (B, T, vocab_size)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
+            acc = torch.promote_types(logits.dtype, torch.float32)  # softmax in >= float32 (bf16 logits)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).to(acc), targets.view(-1), ignore_index=-1)
         return logits, loss
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):

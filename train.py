@@ -96,6 +96,7 @@ a_seed = 0
 backward = "auto"  # "reversible" (recompute, constant memory), "autograd" (store all), "auto"
 exact = False  # fixed-point float64 stream: bit-identical reconstruction (revgpt.py, "Exact mode")
 exact_bits = 32  # fractional bits of that fixed-point grid
+head_chunk = 0  # > 0: the loss runs the LM head this many rows at a time; the full logits never exist
 # optimizer (AdamW)
 learning_rate = 3e-3  # peak learning rate (small models tolerate a high one)
 max_iters = 1500  # optimizer steps in total
@@ -247,9 +248,12 @@ def check_config(c):
         if c[key] < 1:
             raise ConfigError(f"{key}={c[key]}: must be >= 1")
     for key in ("max_iters", "epochs", "eval_max_tokens", "eval_batch_size", "vocab_size", "h", "warmup_iters",
-                "lr_decay_iters", "grad_clip", "sample_tokens", "kl_weight", "ce_weight"):
+                "lr_decay_iters", "grad_clip", "sample_tokens", "kl_weight", "ce_weight", "head_chunk"):
         if c[key] < 0:
             raise ConfigError(f"{key}={c[key]}: must be >= 0")
+    if c["head_chunk"] and c["teacher"]:
+        raise ConfigError(f"head_chunk={c['head_chunk']} with teacher={c['teacher']!r}: distillation needs the "
+                          "student's full logits; use head_chunk=0")
     if c["learning_rate"] <= 0 or c["min_lr"] < 0:
         raise ConfigError(f"learning_rate={c['learning_rate']}, min_lr={c['min_lr']}: need learning_rate > 0, min_lr >= 0")
 

@@ -3,13 +3,14 @@ From-scratch comparison of the dynamics on the default corpus (shakespeare_char)
 
     python experiments/scratch.py sweep    # 3 values of h per dynamic, Midpoint(a) with random a, and euler
     python experiments/scratch.py main     # each dynamic at its best h from the sweep, with a second seed
+    python experiments/scratch.py long     # the headline comparison: a 6-layer model, 1,500 iterations, 2 seeds
     python experiments/scratch.py zeroshot FILE   # eval.py lambada_openai (FILE = OpenAI's lambada_test.jsonl)
     python experiments/scratch.py report   # results/scratch/*.json -> results/scratch/*.md and *.png
 
-The comparison ("main") uses the sweep's budget: seed 1337 is the sweep's own run at the best h of each
-dynamic, and main.json adds seed 2024 (and more seeds if SEEDS grows). The budget (400 iterations of
-the 0.8M-parameter default model, 0.18 epochs) was set by the CPU time this machine had; longer runs
-are the same commands with a larger --max_iters.
+The short comparison ("main") uses the sweep's budget: seed 1337 is the sweep's own run at the best h of
+each dynamic, and main.json adds seed 2024 (and more seeds if SEEDS grows). The headline comparison
+("long") trains a deeper model (6 layers x 128, 1.2M parameters) for 1,500 iterations (3.1M tokens,
+0.67 epochs), each dynamic at its sweep-best h, with seeds 1337 and 2024.
 
 Every run is `python train.py` with the overrides listed in the JSON, so each row can be rerun alone.
 All runs of a phase share data, tokens, optimizer and schedule; they differ only in the keys shown.
@@ -44,6 +45,9 @@ SWEEP_RUNS = {
     **{f"leapfrog_h{h}": ["--dynamics=leapfrog", f"--h={h}"] for h in (0.25, 0.5, 1.0)},
     **{f"hamiltonian_h{h}": ["--dynamics=hamiltonian", f"--h={h}"] for h in (0.5, 1.0, 1.5)},
 }
+# the headline comparison: deeper (6 layers) and 3.75x longer than the sweep, evaluated every 500 iterations
+LONG = [a for a in COMMON if not a.startswith("--n_layer=")] + [
+    "--n_layer=6", "--max_iters=1500", "--warmup_iters=100", "--eval_interval=500", "--log_interval=50"]
 SEEDS = (1337, 2024)  # 1337 is train.py's default seed: the sweep's runs
 DYNAMICS = ("euler", "midpoint", "leapfrog", "hamiltonian")
 
@@ -114,6 +118,12 @@ def main_runs():
     return runs
 
 
+def long_runs():
+    """Every dynamic at its sweep-best h, every seed, at the LONG budget."""
+    return {f"{d}_s{s}": [f"--dynamics={d}", f"--h={r['model_args']['h']}", f"--seed={s}"] + LONG
+            for d, r in best_h().items() for s in SEEDS}
+
+
 def zeroshot(lambada_file):
     """eval.py on each dynamic's best sweep model. Byte-level models with a 128-token context can only
     score LAMBADA (the other tasks' continuations are longer than 128 bytes)."""
@@ -138,6 +148,7 @@ def load(name):
 def report():
     """Write sweep.md, main.md, zeroshot.md, curves.png and results.md (the README's Results section)."""
     sweep, main, zs = (load("sweep") or {}).get("runs", {}), (load("main") or {}).get("runs", {}), load("zeroshot")
+    long = (load("long") or {}).get("runs", {})
     md = []
     if sweep:
         rows = ["| run | overrides | val loss | val ppl |", "|---|---|---:|---:|"]
@@ -145,35 +156,32 @@ def report():
             over = " ".join(a for a in r["command"].split()[2:] if a.split("=")[0] in ("--dynamics", "--h", "--a_random"))
             rows.append(f"| {name} | `{over}` | {r['val_loss']:.4f} | {r['val_ppl']:.3f} |")
         (RES / "sweep.md").write_text("\n".join(rows) + "\n")
-    summary = {}
+    summary, long_summary = {}, {}
     if main:
         main = {**{f"{d}_s{SEEDS[0]}": r for d, r in best_h().items()}, **main}  # seed 1337 = the sweep's run
-        for d in DYNAMICS:
-            rs = [r for r in main.values() if r["model_args"]["dynamics"] == d]
-            if rs:
-                losses = [r["val_loss"] for r in rs]
-                summary[d] = dict(mean=sum(losses) / len(losses), half_range=(max(losses) - min(losses)) / 2,
-                                  h=rs[0]["model_args"]["h"], seeds=len(rs), losses=losses)
-        rows = ["| dynamics | h | seeds | val loss (mean ± half-range) | val ppl | vs euler |", "|---|---:|---:|---:|---:|---:|"]
-        for d, v in summary.items():
-            rel = (v["mean"] / summary["euler"]["mean"] - 1) * 100 if "euler" in summary else float("nan")
-            v["vs_euler_pct"] = rel
-            rows.append(f"| {d} | {v['h']} | {v['seeds']} | {v['mean']:.4f} ± {v['half_range']:.4f} | "
-                        f"{math.exp(v['mean']):.3f} | {rel:+.2f}% |")
-        (RES / "main.md").write_text("\n".join(rows) + "\n")
-        (RES / "main_summary.json").write_text(json.dumps(summary, indent=1))
-        plot(main)
+        summary = summarize(main, "main")
+    if long:
+        long_summary = summarize(long, "long")
+        plot(long, "curves.png", "shakespeare_char, 6 layers, 1,500 iterations")
+    elif main:
+        plot(main, "curves.png", "shakespeare_char, 4 layers, 400 iterations")
     md += ["Hardware: this project's 2-core x86_64 CPU machine, torch 2.13.0 CPU, runs two at a time on one thread "
            "each. Every number below is read from `results/` JSON by `python experiments/scratch.py report`.", "",
            "### 1. From scratch", "",
            "`euler`, `midpoint`, `leapfrog` and `hamiltonian` trained with identical data order, tokens, optimizer "
-           "and schedule on `shakespeare_char`: train.py's default model shape (4 layers x 4 heads x 128, 0.83M "
-           "parameters, context 128, batch 16) with AdamW 2e-3, warmup + cosine, for 400 iterations (819,200 tokens, "
-           "0.18 epochs), each dynamic at its best h from the sweep below. Final val loss on the whole val split "
-           "(457,251 tokens). Rerun: `python experiments/scratch.py sweep && python experiments/scratch.py main`; "
-           "each run's exact command is in `results/scratch/*.json`.", ""]
+           "and schedule on `shakespeare_char` (bytes), each dynamic at its best h from the sweep below, seeds 1337 "
+           "and 2024. Final val loss on the whole val split (457,251 tokens). Each run's exact command is in "
+           "`results/scratch/*.json`.", ""]
+    if long:
+        md += [f"**6 layers x 4 heads x 128 ({long_params(long)} parameters), context 128, batch 16, AdamW 2e-3 with "
+               "warmup + cosine, 1,500 iterations (3.1M tokens, 0.67 epochs).** Rerun: `python experiments/scratch.py "
+               "sweep && python experiments/scratch.py long`.", "", (RES / "long.md").read_text(), "",
+               "![learning curves](results/scratch/curves.png)", ""]
+    md += ["**Short budget: train.py's default shape (4 layers x 4 heads x 128, 0.83M parameters), 400 iterations "
+           "(819,200 tokens, 0.18 epochs)**, otherwise the same. Rerun: `python experiments/scratch.py sweep && python "
+           "experiments/scratch.py main`.", ""]
     md += [(RES / "main.md").read_text() if main else "(not run yet)", ""]
-    if main:
+    if main and not long:
         md += ["![learning curves](results/scratch/curves.png)", ""]
     md += ["### 2. Step size", "",
            "Each dynamic at three values of h, and Midpoint(a) with a random per-layer a = ±1 + U(-1/2, 1/2) "
@@ -195,11 +203,39 @@ def report():
     else:
         md += ["(not run yet)", ""]
     md += ["### 5. Memory and speed", "", "See [Benchmarks](#benchmarks-memory-and-speed).", "",
-           "### Conclusion", "", conclusion(summary)]
+           "### Conclusion", "", conclusion(long_summary or summary, long=bool(long_summary))]
     (RES / "results.md").write_text("\n".join(md) + "\n")
 
 
-def conclusion(summary):
+def summarize(runs, phase):
+    """Mean and half-range of the final val loss per dynamic; writes <phase>.md and <phase>_summary.json."""
+    summary = {}
+    for d in DYNAMICS:
+        rs = [r for r in runs.values() if r["model_args"]["dynamics"] == d]
+        if rs:
+            losses = [r["val_loss"] for r in rs]
+            summary[d] = dict(mean=sum(losses) / len(losses), half_range=(max(losses) - min(losses)) / 2,
+                              h=rs[0]["model_args"]["h"], seeds=len(rs), losses=losses)
+    rows = ["| dynamics | h | seeds | val loss (mean ± half-range) | val ppl | vs euler |", "|---|---:|---:|---:|---:|---:|"]
+    for d, v in summary.items():
+        rel = (v["mean"] / summary["euler"]["mean"] - 1) * 100 if "euler" in summary else float("nan")
+        v["vs_euler_pct"] = rel
+        rows.append(f"| {d} | {v['h']} | {v['seeds']} | {v['mean']:.4f} ± {v['half_range']:.4f} | "
+                    f"{math.exp(v['mean']):.3f} | {rel:+.2f}% |")
+    (RES / f"{phase}.md").write_text("\n".join(rows) + "\n")
+    (RES / f"{phase}_summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def long_params(runs):
+    """The LONG model's parameter count, from its model_args (every dynamic has the same weights)."""
+    sys.path.insert(0, str(ROOT))
+    from revgpt import GPT, GPTConfig
+    model = GPT(GPTConfig(**next(iter(runs.values()))["model_args"]))
+    return f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"
+
+
+def conclusion(summary, long=False):
     """One paragraph comparing ours with the paper, every number read from the JSON."""
     if not summary or "euler" not in summary:
         return "(the from-scratch comparison has not been run yet)"
@@ -210,14 +246,15 @@ def conclusion(summary):
             f"(seed-to-seed half-range up to {spread:.2f}%). ")
     text += ("All are within the 2% target, consistent with the paper's \"same or slightly better\" validation loss, "
              if within else "Not all are within the 2% target; ")
-    text += ("but at a far smaller scale (0.8M parameters, 0.18 epochs of a 4.6M-token corpus) than the paper's GPT-2 "
+    scale = "1.2M parameters, 0.67 epochs" if long else "0.8M parameters, 0.18 epochs"
+    text += (f"but at a far smaller scale ({scale} of a 4.6M-token corpus) than the paper's GPT-2 "
              "runs, so this is a sanity check of the method, not a reproduction. The memory claim (constant "
              "activation memory, a much larger max batch) and the compute overhead are measured by bench.py in the "
              "Benchmarks section; the paper reports about 10x max batch and 30-50% more compute per step.")
     return text
 
 
-def plot(main):
+def plot(runs, name, title):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -227,16 +264,17 @@ def plot(main):
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, d in enumerate(DYNAMICS):
-        for j, r in enumerate(r for r in main.values() if r["model_args"]["dynamics"] == d):
+        for j, r in enumerate(r for r in runs.values() if r["model_args"]["dynamics"] == d):
             it, loss = zip(*r["train_curve"])
             ax.plot(it, loss, color=f"C{i}", alpha=0.5, lw=1, label=d if j == 0 else None)
             ei, el = zip(*r["evals"])
             ax.plot(ei[1:], el[1:], "o", color=f"C{i}")
-    ax.set(xlabel="iteration", ylabel="loss (nats/token)", ylim=(2.0, 3.5),
-           title="shakespeare_char from scratch: train loss (lines), final val loss (dots)")
+    lows = [r["val_loss"] for r in runs.values()]
+    ax.set(xlabel="iteration", ylabel="loss (nats/byte)", ylim=(min(lows) - 0.15, 3.5),
+           title=f"{title}: train loss (lines), val loss (dots)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RES / "curves.png", dpi=110)
+    fig.savefig(RES / name, dpi=110)
 
 
 if __name__ == "__main__":
@@ -245,8 +283,10 @@ if __name__ == "__main__":
         run_all("sweep", {k: v + SWEEP for k, v in SWEEP_RUNS.items()})
     elif what == "main":
         run_all("main", main_runs())
+    elif what == "long":
+        run_all("long", long_runs())
     elif what == "zeroshot":
         zeroshot(sys.argv[2])
     elif what != "report":
-        sys.exit(f"unknown phase {what!r}: use sweep, main or report")
+        sys.exit(f"unknown phase {what!r}: use sweep, main, long, zeroshot or report")
     report()

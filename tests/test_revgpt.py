@@ -236,6 +236,7 @@ def test_autocast_bf16_keeps_fp32_stream_and_grads_close():
     (dict(dropout=0.1), "dropout"),
     (dict(h=0.0), "h"),
     (dict(a=0.0), "a"),
+    (dict(head_chunk=-1), "head_chunk"),
 ])
 def test_bad_config(kw, field):
     with pytest.raises(ValueError, match=field):
@@ -251,3 +252,30 @@ def test_idx_longer_than_block_size():
     model = GPT(tiny())
     with pytest.raises(ValueError, match="block_size"):
         model(torch.zeros((1, 17), dtype=torch.long))
+
+
+# 7. Chunked LM head ----------------------------------------------------------------------------
+@pytest.mark.parametrize("dyn,chunk", [("euler", 4), ("midpoint", 7), ("hamiltonian", 64)])
+def test_head_chunk_gives_the_same_loss_and_gradients(dyn, chunk):
+    """head_chunk > 0 computes the same cross-entropy (ignored targets included) and gradients as the
+    plain head, in float64, and returns no logits; its saved bytes hold no (rows, vocab) tensor."""
+    plain = tiny(dynamics=dyn, n_layer=3)
+    idx, tgt = batch(plain)
+    tgt[0, :4] = -1  # ignore_index, as train.py's padding would use
+    state = GPT(plain).double().state_dict()
+    loss_p, grads_p = loss_and_grads(plain, state, idx, tgt)
+    chunked = tiny(dynamics=dyn, n_layer=3, head_chunk=chunk)
+    loss_c, grads_c = loss_and_grads(chunked, state, idx, tgt)
+    assert abs(loss_c - loss_p) <= 1e-12 * abs(loss_p)
+    for name, g in grads_p.items():
+        assert rel(grads_c[name], g) < 1e-10, name
+    model = GPT(chunked)
+    logits, loss = model(idx, tgt)
+    assert logits is None and loss.dim() == 0
+    assert model(idx)[0].shape == (*idx.shape, chunked.vocab_size)  # no targets: full logits, as usual
+    big = tiny(dynamics=dyn, n_layer=3, vocab_size=4096)  # the head's share must dominate to be visible
+    idx_b, tgt_b = batch(big)
+    m_plain, m_chunk = GPT(big), GPT(tiny(dynamics=dyn, n_layer=3, vocab_size=4096, head_chunk=chunk))
+    m_chunk.load_state_dict(m_plain.state_dict())
+    logits_bytes = idx_b.numel() * big.vocab_size * 4
+    assert activation_bytes(m_plain, idx_b, tgt_b) - activation_bytes(m_chunk, idx_b, tgt_b) > 0.9 * logits_bytes

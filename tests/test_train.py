@@ -157,11 +157,17 @@ def test_overrides_are_type_checked():
     ("--learning_rate=fast", "learning_rate"), ("--n_layers=3", "'n_layers'"), ("--n_layers=3", "n_layer?"),
     ("--max_iters", "malformed"), ("--=3", "malformed"), ("max_iters=3", "unexpected argument"),
     ("--dynamics=rk4", "dynamics='rk4'"), ("--batch_size=0", "batch_size=0"), ("nonexistent.py", "not found"),
+    ("--head_chunk=-8", "head_chunk=-8"),
 ])
 def test_bad_overrides_are_clear_errors(arg, needle):
     with pytest.raises(train.ConfigError, match=None) as e:
         train.get_config([arg])
     assert needle in str(e.value)
+
+
+def test_head_chunk_with_teacher_is_refused():
+    with pytest.raises(train.ConfigError, match="head_chunk=8 with teacher"):
+        train.get_config(["--head_chunk=8", "--teacher=teacher.pt"])
 
 
 def test_config_files(tmp_path):
