@@ -234,19 +234,21 @@ class Grid:
 
 def step_forward(s: Step, x, y, gy, grid=None):
     """z = alpha*x + beta*y + gamma*g(y), with g(y) already evaluated as gy."""
-    inc = s.gamma * gy if grid is None else grid.quantize(s.gamma * gy)  # exact: increment on the grid
-    z = inc + s.alpha * x  # fp32 stream + (possibly bf16) forcing promotes to fp32
-    z = z + s.beta * y if s.beta != 0 else z
-    if grid is not None:
-        grid.check(z)
+    z = x if s.alpha == 1 else s.alpha * x
+    if s.beta != 0:
+        z = torch.add(z, y, alpha=s.beta)
+    if grid is None:  # z + gamma*gy in one pass; an fp32 stream + a bf16 forcing promotes to fp32
+        return torch.add(z, gy, alpha=s.gamma)
+    z = z + grid.quantize(s.gamma * gy)  # exact: the increment is put on the grid, so the sum is exact
+    grid.check(z)
     return z
 
 
 def step_inverse(s: Step, y, z, gy, grid=None):
     """x = (z - beta*y - gamma*g(y)) / alpha: recover the older state from the newer pair."""
-    x = z - (s.gamma * gy if grid is None else grid.quantize(s.gamma * gy))
+    x = torch.add(z, gy, alpha=-s.gamma) if grid is None else z - grid.quantize(s.gamma * gy)
     if s.beta != 0:
-        x = x - s.beta * y
+        x = torch.add(x, y, alpha=-s.beta)
     return x / s.alpha if s.alpha != 1 else x
 
 
@@ -304,12 +306,16 @@ class ReversibleStack(torch.autograd.Function):
             trainable = [p for p in s.params if p.requires_grad]
             # vector-Jacobian product of gamma*g at s_k, for the state and the step's parameters;
             # autograd.grad frees this step's graph as soon as it returns
-            go = s.gamma * gy.to(gxd.dtype) if grid is not None else s.gamma * gy  # rounds as autograd does
+            go = gy.to(gxd.dtype) if grid is not None else gy  # (exact: rounds as autograd does)
+            go = go if s.gamma == 1 else s.gamma * go
             vjp = torch.autograd.grad(gxd, [xd] + trainable, grad_outputs=go)
             for p, gp in zip(trainable, vjp[1:]):
                 grads[id(p)] = grads[id(p)] + gp if id(p) in grads else gp
             # chain rule through z = alpha*x + beta*y + gamma*g(y), onto the older pair (s_{k-1}, s_k)
-            gx, gy = s.alpha * gy, gx + vjp[0] + (s.beta * gy if s.beta != 0 else 0)
+            g_k = gx + vjp[0]  # s_k's cotangent: from the later steps, and through g(s_k)
+            if s.beta != 0:
+                g_k.add_(gy, alpha=s.beta)  # and through beta*s_k (in place: g_k is a fresh tensor)
+            gx, gy = (gy if s.alpha == 1 else s.alpha * gy), g_k
             x, y = x_prev, x  # the newer state y is dropped here: memory stays one pair
             del xd, gxd, vjp
         if grid is not None and not all(map(torch.equal, (bits_checksum(x), bits_checksum(y)), ctx.checksum)):
