@@ -720,7 +720,9 @@ def report_time(R):
     fl = R["flops_per_token"]
     md += ["", "FLOPs per token, model (recompute not counted) / hardware (recompute counted): "
            + ", ".join(f"L={L}: {fl[L]['model'] / 1e6:.0f}M / {fl[L]['hardware_recompute'] / 1e6:.0f}M" for L in fl)
-           + ". The hand-written backward and checkpointing both pay one extra forward of the blocks."]
+           + ". The hand-written backward pays one extra forward of the blocks; checkpointing a little less, because "
+           "PyTorch's non-reentrant checkpoint stops each block's recompute once it has what backward needs, while "
+           "reversal needs the whole forcing f(p) (`python experiments/early_stop.py` times both)."]
     return md + [""]
 
 
