@@ -3,6 +3,7 @@ dynamics with a short distillation fine-tune, and bad input. transformers is a t
 (requirements-dev.txt); the tests that need it are skipped when it is missing."""
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -255,6 +256,33 @@ def test_convert_then_finetune_end_to_end_with_the_reversible_backward(tmp_path,
         assert again["converted_after"]["ppl"] == report["converted_after"]["ppl"]
         with pytest.raises(convert.ConvertError, match="convert.json"):
             convert.main([f"--out_dir={tmp_path / 'nothing'}", "--resume=True"])
+
+
+def test_finetune_under_torchrun_equals_single_process(tmp_path):
+    """convert.py under torchrun (2 CPU processes, gloo): one distillation step over a global batch of
+    4 micro-batches gives the same fine-tuned weights as one process doing all 4."""
+    torch.manual_seed(0)
+    orig = GPT(GPTConfig(block_size=16, vocab_size=257, n_layer=2, n_head=2, n_embd=16, dynamics="euler"))
+    with torch.no_grad():
+        for p in orig.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    torch.save(convert.revgpt_checkpoint(orig, "byte", "synthetic"), tmp_path / "orig.pt")
+    aux = make_dataset(tmp_path / "aux")
+    args = [f"--init_from={tmp_path / 'orig.pt'}", "--dynamics=midpoint", f"--dataset={aux}", f"--eval_dataset={aux}",
+            "--epochs=0.01", "--batch_size=2", "--gradient_accumulation_steps=4", "--learning_rate=1e-3",
+            "--warmup_iters=0", "--eval_interval=1000", "--log_interval=1", "--sample_tokens=0"]
+    single = convert.main(args + [f"--out_dir={tmp_path / 'single'}"])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "convert.py"),
+           *args, f"--out_dir={tmp_path / 'ddp'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    ddp = json.loads((tmp_path / "ddp" / "convert.json").read_text())
+    assert single["converted_after"]["iters"] == ddp["converted_after"]["iters"] == 1
+    w1, w2 = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True)["model"] for d in ("single", "ddp"))
+    w0 = torch.load(tmp_path / "single" / "converted.pt", weights_only=True)["model"]
+    assert max((w1[k] - w0[k]).abs().max().item() for k in w1) > 1e-5  # the step moved the weights
+    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) <= 1e-6
 
 
 # 4. Bad input -----------------------------------------------------------------------------------
