@@ -105,7 +105,7 @@ def candidates(L):
         for h in (0.25, 0.5, 0.75, 1.0):
             out.append(("midpoint", f"a={a}, h={h}", dict(a=a, h=h)))
     out += [("midpoint", f"a=random(seed {s}), h=0.5", dict(a_random=True, a_seed=s, h=0.5)) for s in range(3)]
-    for h2, why in ((1 / L, "h^2=1/L"), (0.25, "h^2=1/4 (revgpt default h)"), (2 / (L + 1), "h^2=2/(L+1)"),
+    for h2, why in ((1 / L, "h^2=1/L"), (0.25, "h^2=1/4"), (2 / (L + 1), "h^2=2/(L+1)"),
                     (0.5, "h^2=1/2"), (1.0, "h^2=1"), (1.5, "h^2=3/2"), (2.0, "h^2=2")):
         out.append(("leapfrog", f"{why}: h={math.sqrt(h2):.4g}", dict(h=math.sqrt(h2))))
     out += [("hamiltonian", f"h={h}", dict(h=h)) for h in (0.25, 0.5, 0.75, 1.0, 1.25)]

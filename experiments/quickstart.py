@@ -39,17 +39,37 @@ def run(name, extra):
             "val_loss": done["val_loss"], "iters": done["iter_num"], "tokens": done["tokens_seen"], "sample": sample}
 
 
+def environment():
+    """What the measurement ran in: a fresh checkout is the point of the quick start."""
+    cache = os.environ.get("TIKTOKEN_CACHE_DIR")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"git_commit": commit or None, "virtualenv": sys.prefix != sys.base_prefix, "python": sys.version.split()[0],
+            "dataset_prepared_before": (ROOT / "data" / "shakespeare_char" / "train.bin").exists(),
+            "shared_folder_beside_checkout": (ROOT.parent / "shared").exists(),
+            "tiktoken_cache_dir": cache, "tiktoken_cache_files_before": len(os.listdir(cache)) if cache and
+            os.path.isdir(cache) else None}
+
+
 def main():
     RES.mkdir(parents=True, exist_ok=True)
+    env = environment()
     results = {name: run(name, extra) for name, extra in RUNS.items()}
+    results["environment"] = env
     (RES / "quickstart.json").write_text(json.dumps(results, indent=1))
     lines = ["What the two commands gave on this project's 2-core CPU machine "
              "(`python experiments/quickstart.py` regenerates this):", "",
              "| run | command | final val loss (whole split) | wall time | CPU time | load average (start/end) |",
              "|---|---|---:|---:|---:|---:|"]
     for name, r in results.items():
+        if name == "environment":
+            continue
         lines.append(f"| {name} | `{r['command'].strip()}` | {r['val_loss']:.4f} | {r['wall_s'] / 60:.1f} min | "
                      f"{r['cpu_s'] / 60:.1f} min | {r['load_avg_start']:.1f} / {r['load_avg_end']:.1f} |")
+    lines += ["", f"Environment: virtualenv {env['virtualenv']}, corpus prepared before the first run "
+              f"{env['dataset_prepared_before']} (so its wall time includes the download and tokenization when False), "
+              f"a ../shared folder beside the checkout {env['shared_folder_beside_checkout']}, TIKTOKEN_CACHE_DIR "
+              f"{env['tiktoken_cache_dir']!r} holding {env['tiktoken_cache_files_before']} files, commit "
+              f"{(env['git_commit'] or '?')[:7]}."]
     first = results["midpoint (default)"]
     lines += ["", f"The default run's sample ({first['iters']} iterations, {first['tokens']:,} tokens seen), "
               "first 12 lines:", "", "```", *first["sample"].splitlines()[:12], "```"]

@@ -37,6 +37,8 @@ COMMON = ["--dataset=shakespeare_char", "--sample_tokens=0", "--compile=False", 
 # change a rerun (each run's full config is also the first record of its log.jsonl)
 COMMON += ["--n_layer=4", "--n_head=4", "--n_embd=128", "--block_size=128", "--batch_size=16",
            "--learning_rate=2e-3", "--min_lr=2e-4", "--beta2=0.99", "--weight_decay=0.1"]
+PINNED = ("--n_layer", "--n_head", "--n_embd", "--block_size", "--batch_size", "--learning_rate", "--min_lr", "--beta2",
+          "--weight_decay")
 SWEEP = COMMON + ["--max_iters=400", "--warmup_iters=40", "--eval_interval=400", "--log_interval=50"]
 SWEEP_RUNS = {
     "euler": ["--dynamics=euler"],
@@ -187,8 +189,10 @@ def report():
                "sweep && python experiments/scratch.py long`.", "", (RES / "long.md").read_text(), "",
                "![learning curves](results/scratch/curves.png)", ""]
     md += ["**Short budget: train.py's default shape (4 layers x 4 heads x 128, 0.83M parameters), 400 iterations "
-           "(819,200 tokens, 0.18 epochs)**, otherwise the same. Rerun: `python experiments/scratch.py sweep && python "
-           "experiments/scratch.py main`.", ""]
+           "(819,200 tokens, 0.18 epochs), AdamW 2e-3 with warmup + cosine.** Rerun: `python experiments/scratch.py "
+           "sweep && python experiments/scratch.py main`. These runs were made when train.py's defaults were the values "
+           "scratch.py now pins, so the commands recorded in sweep.json and main.json omit them; to rerun one by hand, "
+           "add `" + " ".join(a for a in COMMON if a.split("=")[0] in PINNED) + "`.", ""]
     md += [(RES / "main.md").read_text() if main else "(not run yet)", ""]
     if main and not long:
         md += ["![learning curves](results/scratch/curves.png)", ""]
