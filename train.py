@@ -41,6 +41,7 @@ saves ckpt.pt and exits (a second Ctrl-C quits at once, without saving).
 import builtins
 import dataclasses
 import difflib
+import gc
 import json
 import math
 import os
@@ -623,9 +624,13 @@ def main(argv=None):
         backend = config["backend"] if config["backend"] != "auto" else ("nccl" if dev.startswith("cuda") else "gloo")
         torch.distributed.init_process_group(backend=backend)
     try:
-        return _train(config, explicit, torch.device(dev), rank, local_rank, world_size)
+        summary = _train(config, explicit, torch.device(dev), rank, local_rank, world_size)
+        if ddp:  # every process has finished (rank 0 saves last) before the group is torn down
+            torch.distributed.barrier()
+        return summary
     finally:
         if ddp:
+            gc.collect()  # drop the DDP wrapper (it holds the group) before the group goes
             torch.distributed.destroy_process_group()
 
 
