@@ -46,6 +46,10 @@ before it is added, and alpha, beta are integers. Then each update and its inver
 and reconstruction is bit-identical at any depth, whatever precision g itself runs in, provided g is
 recomputed bit-identically (same input bits, deterministic kernels). Gradients pass straight through
 the rounding.
+
+Chunked LM head (head_chunk=N): once the stack's activations are constant in depth, the (B*T, vocab)
+logits are the largest thing left at GPT-2's vocabulary. ChunkedHeadLoss computes the loss N rows at a
+time and recomputes each chunk's logits in backward: the same memory-for-compute trade as the stack.
 """
 
 import math
