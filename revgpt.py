@@ -238,7 +238,7 @@ class Grid:
 
 def step_forward(s: Step, x, y, gy, grid=None):
     """z = alpha*x + beta*y + gamma*g(y), with g(y) already evaluated as gy."""
-    z = x if s.alpha == 1 else s.alpha * x
+    z = s.alpha * x
     if s.beta != 0:
         z = torch.add(z, y, alpha=s.beta)
     if grid is None:  # z + gamma*gy in one pass; an fp32 stream + a bf16 forcing promotes to fp32
@@ -310,16 +310,12 @@ class ReversibleStack(torch.autograd.Function):
             trainable = [p for p in s.params if p.requires_grad]
             # vector-Jacobian product of gamma*g at s_k, for the state and the step's parameters;
             # autograd.grad frees this step's graph as soon as it returns
-            go = gy.to(gxd.dtype) if grid is not None else gy  # (exact: rounds as autograd does)
-            go = go if s.gamma == 1 else s.gamma * go
+            go = s.gamma * gy.to(gxd.dtype) if grid is not None else s.gamma * gy  # rounds as autograd does
             vjp = torch.autograd.grad(gxd, [xd] + trainable, grad_outputs=go)
             for p, gp in zip(trainable, vjp[1:]):
                 grads[id(p)] = grads[id(p)] + gp if id(p) in grads else gp
             # chain rule through z = alpha*x + beta*y + gamma*g(y), onto the older pair (s_{k-1}, s_k)
-            g_k = gx + vjp[0]  # s_k's cotangent: from the later steps, and through g(s_k)
-            if s.beta != 0:
-                g_k.add_(gy, alpha=s.beta)  # and through beta*s_k (in place: g_k is a fresh tensor)
-            gx, gy = (gy if s.alpha == 1 else s.alpha * gy), g_k
+            gx, gy = s.alpha * gy, gx + vjp[0] + (s.beta * gy if s.beta != 0 else 0)
             x, y = x_prev, x  # the newer state y is dropped here: memory stays one pair
             del xd, gxd, vjp
         if grid is not None and not all(map(torch.equal, (bits_checksum(x), bits_checksum(y)), ctx.checksum)):
@@ -354,7 +350,7 @@ class ChunkedHeadLoss(torch.autograd.Function):
             total += ((lse[i:i + chunk] - picked) * valid[i:i + chunk]).sum()
         ctx.save_for_backward(x, weight, targets, lse)
         ctx.chunk, ctx.n_valid = chunk, n_valid
-        dev = x.device.type  # replay the forward's autocast in the recompute, as revgpt does
+        dev = x.device.type  # replay the forward's autocast in the recompute, as ReversibleStack does
         ctx.amp = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
         return total / n_valid
 

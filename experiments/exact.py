@@ -124,8 +124,8 @@ def report():
     if (RES / "train.json").exists():
         t = json.loads((RES / "train.json").read_text())
         sys.path.insert(0, str(ROOT / "experiments"))
-        from scratch import COMMON  # train.py's defaults when the runs were made (the recorded command omits them)
-        cmd = t["float"]["command"] + "".join(f" {a}" for a in COMMON if a.split("=")[0] not in t["float"]["command"])
+        from scratch import PINNED  # train.py's defaults when the runs were made (the recorded command omits them)
+        cmd = " ".join([t["float"]["command"], *PINNED])
         lines.append(f"Training (the step-size sweep's midpoint run, 400 iterations): float stream val loss "
                      f"{t['float']['val_loss']:.4f}, exact {t['exact']['val_loss']:.4f}. Commands: "
                      f"`{cmd}` and the same with `--exact=True`.\n")

@@ -35,10 +35,9 @@ OUT = ROOT / "out-experiments" / "scratch"  # checkpoints (gitignored); logs are
 COMMON = ["--dataset=shakespeare_char", "--sample_tokens=0", "--compile=False", "--device=cpu"]
 # train.py's defaults when these runs were made, pinned so that later changes to the defaults don't
 # change a rerun (each run's full config is also the first record of its log.jsonl)
-COMMON += ["--n_layer=4", "--n_head=4", "--n_embd=128", "--block_size=128", "--batch_size=16",
-           "--learning_rate=2e-3", "--min_lr=2e-4", "--beta2=0.99", "--weight_decay=0.1"]
-PINNED = ("--n_layer", "--n_head", "--n_embd", "--block_size", "--batch_size", "--learning_rate", "--min_lr", "--beta2",
-          "--weight_decay")
+PINNED = ["--n_layer=4", "--n_head=4", "--n_embd=128", "--block_size=128", "--batch_size=16",
+          "--learning_rate=2e-3", "--min_lr=2e-4", "--beta2=0.99", "--weight_decay=0.1"]
+COMMON += PINNED
 SWEEP = COMMON + ["--max_iters=400", "--warmup_iters=40", "--eval_interval=400", "--log_interval=50"]
 SWEEP_RUNS = {
     "euler": ["--dynamics=euler"],
@@ -137,6 +136,7 @@ def zeroshot(lambada_file):
     out = {(k if "/" in k else f"sweep/{v['run']}"): v for k, v in out.items()}  # older files: keyed by dynamic
     for k, v in out.items():
         v["run"] = k
+
     def one(key):  # runs two at a time, one thread each, like the training runs
         ckpt = OUT / key / "ckpt.pt"
         res = RES / f"zeroshot_tmp_{key.replace('/', '_')}.json"
@@ -176,9 +176,9 @@ def report():
         summary = summarize(main, "main")
     if long:
         long_summary = summarize(long, "long")
-        plot(long, "curves.png", "shakespeare_char, 6 layers, 1,500 iterations")
+        plot(long, "shakespeare_char, 6 layers, 1,500 iterations")
     elif main:
-        plot(main, "curves.png", "shakespeare_char, 4 layers, 400 iterations")
+        plot(main, "shakespeare_char, 4 layers, 400 iterations")
     md += ["Hardware: this project's 2-core x86_64 CPU machine, torch 2.13.0 CPU, runs two at a time on one thread "
            "each. Every number below is read from `results/` JSON by `python experiments/scratch.py report`.", "",
            "### 1. From scratch", "",
@@ -195,7 +195,7 @@ def report():
            "(819,200 tokens, 0.18 epochs), AdamW 2e-3 with warmup + cosine.** Rerun: `python experiments/scratch.py "
            "sweep && python experiments/scratch.py main`. These runs were made when train.py's defaults were the values "
            "scratch.py now pins, so the commands recorded in sweep.json and main.json omit them; to rerun one by hand, "
-           "add `" + " ".join(a for a in COMMON if a.split("=")[0] in PINNED) + "`.", ""]
+           "add `" + " ".join(PINNED) + "`.", ""]
     md += [(RES / "main.md").read_text() if main else "(not run yet)", ""]
     if main and not long:
         md += ["![learning curves](results/scratch/curves.png)", ""]
@@ -226,7 +226,8 @@ def report():
     else:
         md += ["(not run yet)", ""]
     md += ["### 5. Memory and speed", "", "See [Benchmarks](#benchmarks-memory-and-speed).", "",
-           "### Conclusion", "", conclusion(long_summary or summary, long=bool(long_summary))]
+           "### Conclusion", "", conclusion(long_summary, f"{long_params(long)} parameters, 0.67 epochs") if long else
+           conclusion(summary, "0.83M parameters, 0.18 epochs")]
     (RES / "results.md").write_text("\n".join(md) + "\n")
 
 
@@ -258,7 +259,7 @@ def long_params(runs):
     return f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"
 
 
-def conclusion(summary, long=False):
+def conclusion(summary, scale):
     """One paragraph comparing ours with the paper, every number read from the JSON."""
     if not summary or "euler" not in summary:
         return "(the from-scratch comparison has not been run yet)"
@@ -275,7 +276,6 @@ def conclusion(summary, long=False):
         text += ("None is more than 2% worse than euler" + (f" ({' and '.join(better)} is more than 2% *better*, "
                  "outside the 2% band on the good side)" if better else "") + ", consistent with the paper's \"same "
                  "or slightly better\" validation loss, ")
-    scale = "1.2M parameters, 0.67 epochs" if long else "0.8M parameters, 0.18 epochs"
     text += (f"but at a far smaller scale ({scale} of a 4.6M-token corpus) than the paper's GPT-2 "
              "runs, so this is a sanity check of the method, not a reproduction. ")
     text += bench_sentence()
@@ -308,7 +308,7 @@ def bench_sentence():
     return text
 
 
-def plot(runs, name, title):
+def plot(runs, title):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -328,7 +328,7 @@ def plot(runs, name, title):
            title=f"{title}: train loss (lines), val loss (dots)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RES / name, dpi=110)
+    fig.savefig(RES / "curves.png", dpi=110)
 
 
 if __name__ == "__main__":
