@@ -3,9 +3,9 @@ bench.py: what a reversible GPT buys and costs, measured. Memory and speed of on
 (forward + backward + AdamW) for the standard GPT-2 stack, the same stack with activation
 checkpointing, and each reversible dynamic with its hand-written backward or with plain autograd.
 
-    python bench.py            # full sweep (CPU: d=256, 4 heads, T=256; 75 min measured on 2
-                               #   cores shared at a load average of 8, --threads 1;
-                               #   CUDA: the paper's width-512 depth sweep and GPT-2 small max batch)
+    python bench.py            # full sweep (CPU: d=256, 4 heads, T=256; about 25 min on a quiet
+                               #   2-core machine; CUDA: the paper's width-512 depth sweep and
+                               #   GPT-2 small max batch)
     python bench.py --quick    # small CPU sweep, a few minutes, written to out/bench_quick/
     python bench.py --recon    # reconstruction-error table (depth x precision) for the README
     python bench.py --report results/bench/cpu.json   # rewrite the Markdown and plots from a JSON
@@ -21,7 +21,9 @@ What is measured, per combo:
   fresh subprocess per configuration, minus its resident set after loading the libraries. Weights,
   gradients and AdamW state ("static") are reported separately;
 - step time: median over timed steps after warm-up; all combos live in one process and take turns
-  step by step (interleaved), so machine noise hits them alike and their ratios are fair;
+  step by step (interleaved), so machine noise hits them alike. A ratio between two combos is the
+  median over rounds of the ratio of their steps in the same round (with its interquartile range):
+  each round's steps ran seconds apart, so slow periods of the machine cancel in the ratio;
 - max batch under --budget_gb: a batch counts only if every one of several full optimizer steps
   ran with peak memory within the budget (CUDA: no out-of-memory error either). Tokens/s at that
   batch come from the same steps.
@@ -361,6 +363,16 @@ def time_combos(shape, n_layer, combos, batch, device, amp, warmup, steps, head_
                 "tokens_per_s": batch * shape["block_size"] / statistics.median(ts)} for c, ts in times.items()}
 
 
+def paired_ratio(times, ref_times):
+    """Median and quartiles over rounds of times[i] / ref_times[i]: two combos' steps of the same
+    round (time_combos) ran back to back, so the ratio cancels what the machine did meanwhile."""
+    if len(times) != len(ref_times) or not times:
+        raise ValueError(f"paired_ratio: {len(times)} and {len(ref_times)} rounds; need equal, non-zero counts")
+    r = sorted(t / u for t, u in zip(times, ref_times))
+    q1, med, q3 = statistics.quantiles(r, n=4, method="inclusive") if len(r) > 1 else (r[0],) * 3
+    return {"median": med, "q1": q1, "q3": q3}
+
+
 def flops_per_token(shape, n_layer, recompute):
     """Training FLOPs per token, nanoGPT's estimate: 6 N (N = block and head weights, matmuls
     only) + 12 L T C (attention scores and values). recompute=True adds one more forward of every
@@ -399,7 +411,7 @@ def settings(device, quick):
             budget_gb=0.15, gpt2=None, sweep_head_chunk=0)
     return dict(
         shape=dict(block_size=256, vocab_size=257, n_embd=256, n_head=4, bias=True),
-        batch=8, amp=None, warmup=1, steps=7, maxbatch_steps=3,
+        batch=8, amp=None, warmup=2, steps=21, maxbatch_steps=3,
         bytes_depths=[2, 4, 8, 12, 16, 24, 32], time_depths=[4, 12], peak_depths=[4, 12, 24],
         # leapfrog and hamiltonian save the same single pair as midpoint; on a 2-core CPU their
         # max-batch searches (steps at batch ~50) would double the run time, so --maxbatch_combos
@@ -655,6 +667,13 @@ def run_recon(args):
 # Report: Markdown and plots from the JSON
 
 
+def write_atomic(path, text):
+    """Write via a temporary file and a rename, so an interrupted run never leaves half a JSON."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def fmt_mib(b):
     return "-" if b is None else f"{b / MiB:.1f}"
 
@@ -706,8 +725,11 @@ def report_time(R):
     S, tdep, T = R["settings"], R["settings"]["time_depths"], R["time"]
     L0 = str(S["headline_depth"])
 
-    def ratio(c, ref):
-        return f"{T[c][L0]['median_s'] / T[ref][L0]['median_s']:.2f}" if ref in T and L0 in T[c] else "-"
+    def ratio(c, ref):  # per-round ratio: median (quartiles)
+        if ref not in T or L0 not in T[c] or L0 not in T[ref]:
+            return "-"
+        r = paired_ratio(T[c][L0]["times_s"], T[ref][L0]["times_s"])
+        return f"{r['median']:.3f} ({r['q1']:.3f}-{r['q3']:.3f})"
 
     md = [f"### Step time (forward + backward + AdamW, batch {S['batch']}, median of {S['steps']} steps after "
           f"{S['warmup']} warm-up, combos interleaved in one process)", "",
@@ -717,6 +739,12 @@ def report_time(R):
         md.append(f"| {c} | " + " | ".join(f"{t[str(L)]['median_s'] * 1e3:.0f}" for L in tdep) + " | "
                   + " | ".join(f"{t[str(L)]['tokens_per_s']:.0f}" for L in tdep)
                   + f" | {ratio(c, 'euler/autograd')} | {ratio(c, 'euler/checkpoint')} |")
+    rev = [c for c in T if c.endswith("/reversible") and L0 in T[c]]
+    if rev and "euler/checkpoint" in T and L0 in T["euler/checkpoint"]:
+        ck = T["euler/checkpoint"][L0]["median_s"]
+        md += ["", f"×: median over the {S['steps']} rounds of the ratio of the two combos' steps in the same round "
+               "(interquartile range in brackets). The ratio of the median step times, ×checkpoint at "
+               f"L={L0}: " + ", ".join(f"{c} {T[c][L0]['median_s'] / ck:.3f}" for c in rev) + "."]
     fl = R["flops_per_token"]
     md += ["", "FLOPs per token, model (recompute not counted) / hardware (recompute counted): "
            + ", ".join(f"L={L}: {fl[L]['model'] / 1e6:.0f}M / {fl[L]['hardware_recompute'] / 1e6:.0f}M" for L in fl)
@@ -888,7 +916,7 @@ def main():
     out = Path(args.out_dir or ("out/bench_quick" if args.quick else "results/bench"))
     out.mkdir(parents=True, exist_ok=True)
     stem = args.name or ("quick" if args.quick else device)
-    save = lambda R: (out / f"{stem}.json").write_text(json.dumps(R, indent=1) + "\n")  # noqa: E731
+    save = lambda R: write_atomic(out / f"{stem}.json", json.dumps(R, indent=1) + "\n")  # noqa: E731
     R = run_bench(args, device, save)
     save(R)
     write_report(R, out, stem)

@@ -205,6 +205,55 @@ def test_flops_recompute_adds_one_block_forward():
     assert extra == 2 * L * 12 * C * C + 4 * L * T * C
 
 
+def test_paired_ratio():
+    """Per-round ratios: a slow round that hits both combos alike cancels; the median is exact."""
+    ref = [1.0, 2.0, 1.0, 1.0, 1.0]  # round 2 twice as slow for everything
+    r = bench.paired_ratio([1.1, 2.2, 1.0, 1.2, 1.1], ref)
+    assert r["median"] == pytest.approx(1.1) and r["q1"] == pytest.approx(1.1) and r["q3"] == pytest.approx(1.1)
+    assert bench.paired_ratio([3.0], [2.0]) == {"median": 1.5, "q1": 1.5, "q3": 1.5}
+    with pytest.raises(ValueError, match="equal"):
+        bench.paired_ratio([1.0, 2.0], [1.0])
+
+
+def count_ops(fn):
+    """How many times each aten op runs inside fn (a dispatch-level count: what actually ran)."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.n = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count() as c:
+        fn()
+    return c.n
+
+
+def test_checkpoint_early_stop_skips_last_matmul():
+    """The README's account of why reversible is a little slower than checkpointing: in backward,
+    PyTorch's checkpoint (early stop on, its default) recomputes each block only up to its last
+    saved tensor, so it runs one matmul (MLP c_proj) per block fewer than the reversible backward,
+    which needs the whole forcing; with early stop off the counts are equal."""
+    from torch.utils.checkpoint import set_checkpoint_early_stop
+    L, (idx, tgt) = 3, batch()
+    counts = {}
+    for name, dyn, ckpt, early in [("ckpt", "euler", True, True), ("ckpt_full", "euler", True, False),
+                                   ("rev", "midpoint", False, True)]:
+        model = tiny_model(dyn, n_layer=L)
+        with set_checkpoint_early_stop(early):
+            loss = bench.bench_loss(model, idx, tgt, checkpoint_blocks=ckpt)
+            counts[name] = count_ops(loss.backward)
+    assert counts["rev"]["addmm"] == 4 * L  # the recompute runs all 4 Linears of every block (grads use mm)
+    assert counts["ckpt"]["addmm"] == counts["rev"]["addmm"] - L
+    assert counts["ckpt_full"]["addmm"] == counts["rev"]["addmm"]
+
+
 def test_parse_combo_errors():
     assert bench.parse_combo("leapfrog/autograd") == ("leapfrog", "autograd")
     with pytest.raises(ValueError, match="midpoint/checkpoint"):
