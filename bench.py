@@ -726,6 +726,8 @@ def report_time(R):
     L0 = str(S["headline_depth"])
 
     def ratio(c, ref):  # per-round ratio: median (quartiles)
+        if c == ref:
+            return "1"
         if ref not in T or L0 not in T[c] or L0 not in T[ref]:
             return "-"
         r = paired_ratio(T[c][L0]["times_s"], T[ref][L0]["times_s"])
@@ -750,7 +752,8 @@ def report_time(R):
            + ", ".join(f"L={L}: {fl[L]['model'] / 1e6:.0f}M / {fl[L]['hardware_recompute'] / 1e6:.0f}M" for L in fl)
            + ". The hand-written backward pays one extra forward of the blocks; checkpointing a little less, because "
            "PyTorch's non-reentrant checkpoint stops each block's recompute once it has what backward needs, while "
-           "reversal needs the whole forcing f(p) (`python experiments/early_stop.py` times both)."]
+           "reversal needs the whole forcing f(p): one matmul (the MLP's c_proj) per block fewer for checkpoint "
+           "(tests/test_bench.py counts them; `python experiments/early_stop.py` times both)."]
     return md + [""]
 
 
