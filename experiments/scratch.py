@@ -20,6 +20,7 @@ speed measurement: bench.py is. Validation loss is train.py's deterministic whol
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -296,7 +297,10 @@ def bench_sentence():
             parts.append(f"at {L} layers midpoint's max batch is {m['max_batch'] / e['max_batch']:.1f}x euler's "
                          f"({m['max_batch']} vs {e['max_batch']} sequences, tokens/s "
                          f"{100 * (m['tokens_per_s'] / e['tokens_per_s'] - 1):+.0f}%)")
-    ratios = [f"{tm['midpoint/reversible'][L]['median_s'] / tm['euler/autograd'][L]['median_s']:.2f}x at {L} layers"
+    def paired(L):  # median of the per-round ratios of the interleaved steps, as bench.py's report
+        return statistics.median(m / e for m, e in zip(tm["midpoint/reversible"][L]["times_s"],
+                                                       tm["euler/autograd"][L]["times_s"]))
+    ratios = [f"{paired(L):.2f}x at {L} layers"
               for L in sorted(tm.get("euler/autograd", {}), key=int) if L in tm.get("midpoint/reversible", {})]
     text = (f"Memory and speed on this CPU (bench.py, d=256, T=256, a {R['settings']['budget_gb']} GiB budget): "
             + "; ".join(parts) + ". A reversible training step costs " + ", ".join(ratios) + " the time of "

@@ -305,3 +305,24 @@ def test_only_some_sections(tmp_path, monkeypatch, one_thread):
     assert "Step time" in (tmp_path / "part.md").read_text()
     with pytest.raises(SystemExit, match="unknown section"):
         bench.run_bench(bench.build_parser().parse_args(["--only", "bytes,speed"]), "cpu")
+
+
+def test_cuda_settings_are_the_papers_shapes(monkeypatch):
+    """The GPU sweep cannot run here; its settings are checked against the paper's Tables 3 and 4:
+    width 512, 8 heads, 16-96 layers, bf16, and GPT-2 small (d=768, 12 heads, 12 layers, T=1024)."""
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: type("P", (), {"total_memory": 80 * 2 ** 30}))
+    S = bench.settings("cuda", False)
+    assert (S["shape"]["n_embd"], S["shape"]["n_head"], S["amp"]) == (512, 8, "bfloat16")
+    assert S["time_depths"] == S["maxbatch_depths"] == [16, 32, 64, 96]
+    assert S["budget_gb"] == 80.0  # the whole GPU
+    g = S["gpt2"]
+    assert (g["shape"]["n_embd"], g["shape"]["n_head"], g["n_layer"], g["shape"]["block_size"]) == (768, 12, 12, 1024)
+    for c in S["maxbatch_combos"] + g["combos"]:
+        bench.parse_combo(c)
+
+
+def test_cuda_requested_without_cuda_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sys, "argv", ["bench.py", "--device", "cuda"])
+    with pytest.raises(SystemExit, match="CUDA is not available"):
+        bench.main()
