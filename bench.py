@@ -39,6 +39,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -340,18 +341,20 @@ def max_batch_search(fits_at, budget, limit=4096, max_probes=16):
 
 def time_combos(shape, n_layer, combos, batch, device, amp, warmup, steps, head_chunk=0):
     """Median step time of each combo. Every combo's model and optimizer live side by side; each
-    round runs one step of every combo, in an order rotated each round, so that slow periods of a
-    shared machine fall on all combos alike."""
-    idx, tgt = make_batch(shape, batch, device)
+    round runs one step of every combo, in a freshly shuffled order (seeded), so that slow periods
+    of a shared machine fall on all combos alike and no combo always follows the same other one.
+    batch: one batch size for all, or a dict combo -> batch (tokens/s at each max batch)."""
+    batches = batch if isinstance(batch, dict) else {c: batch for c in combos}
     runs = {}
     for c in combos:
         model = make_model(shape, n_layer, c, device)
-        runs[c] = (model, make_opt(model, device), c.endswith("/checkpoint"))
-    times = {c: [] for c in combos}
+        runs[c] = (model, make_opt(model, device), c.endswith("/checkpoint"), make_batch(shape, batches[c], device))
+    times, rng = {c: [] for c in combos}, random.Random(0)
     for r in range(warmup + steps):
-        order = combos[r % len(combos):] + combos[:r % len(combos)]
+        order = list(combos)
+        rng.shuffle(order)
         for c in order:
-            model, opt, ckpt = runs[c]
+            model, opt, ckpt, (idx, tgt) = runs[c]
             sync(device)
             t0 = time.perf_counter()
             train_step(model, opt, idx, tgt, ckpt, head_chunk, amp)
@@ -359,13 +362,13 @@ def time_combos(shape, n_layer, combos, batch, device, amp, warmup, steps, head_
             if r >= warmup:
                 times[c].append(time.perf_counter() - t0)
     del runs
-    return {c: {"median_s": statistics.median(ts), "times_s": ts,
-                "tokens_per_s": batch * shape["block_size"] / statistics.median(ts)} for c, ts in times.items()}
+    return {c: {"median_s": statistics.median(ts), "times_s": ts, "batch": batches[c],
+                "tokens_per_s": batches[c] * shape["block_size"] / statistics.median(ts)} for c, ts in times.items()}
 
 
 def paired_ratio(times, ref_times):
     """Median and quartiles over rounds of times[i] / ref_times[i]: two combos' steps of the same
-    round (time_combos) ran back to back, so the ratio cancels what the machine did meanwhile."""
+    round (time_combos) ran seconds apart, so the ratio cancels most of what the machine did meanwhile."""
     if len(times) != len(ref_times) or not times:
         raise ValueError(f"paired_ratio: {len(times)} and {len(ref_times)} rounds; need equal, non-zero counts")
     r = sorted(t / u for t, u in zip(times, ref_times))
@@ -373,14 +376,21 @@ def paired_ratio(times, ref_times):
     return {"median": med, "q1": q1, "q3": q3}
 
 
-def flops_per_token(shape, n_layer, recompute):
+def flops_per_token(shape, n_layer, recompute=None):
     """Training FLOPs per token, nanoGPT's estimate: 6 N (N = block and head weights, matmuls
-    only) + 12 L T C (attention scores and values). recompute=True adds one more forward of every
-    block (2 N_blocks + 4 L T C): the cost of checkpointing and of the reversible backward."""
+    only) + 12 L T C (attention scores and values, the causal mask not discounted). recompute adds
+    the backward's extra forward of the blocks: "reversible" all of it (2 N_blocks + 4 L T C), the
+    cost of the reversible backward; "checkpoint" the same less each block's last matmul (the MLP's
+    c_proj, 8 C^2 per layer), which PyTorch's checkpoint skips (early stop)."""
     C, T, V = shape["n_embd"], shape["block_size"], shape["vocab_size"]
     n_blocks = n_layer * 12 * C * C  # c_attn 3C^2 + c_proj C^2 + c_fc 4C^2 + c_proj 4C^2
     f = 6 * (n_blocks + V * C) + 12 * n_layer * T * C
-    return f + (2 * n_blocks + 4 * n_layer * T * C if recompute else 0)
+    if recompute is None:
+        return f
+    if recompute not in ("reversible", "checkpoint"):
+        raise ValueError(f"recompute={recompute!r}: must be None, 'reversible' or 'checkpoint'")
+    extra = 2 * n_blocks + 4 * n_layer * T * C
+    return f + extra - (8 * n_layer * C * C if recompute == "checkpoint" else 0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -404,14 +414,14 @@ def settings(device, quick):
     if quick:
         return dict(
             shape=dict(block_size=128, vocab_size=257, n_embd=128, n_head=4, bias=True),
-            batch=4, amp=None, warmup=1, steps=5, maxbatch_steps=3,
+            batch=4, amp=None, warmup=1, steps=5, maxbatch_steps=3, maxbatch_time_steps=3,
             bytes_depths=[2, 4, 8, 16], time_depths=[2, 4], peak_depths=[4],
             maxbatch_depths=[16], maxbatch_combos=["euler/autograd", "euler/checkpoint", "midpoint/reversible"],
             headline_depth=4, head_depth=4, head_vocabs=[50304], head_chunk=256,
             budget_gb=0.15, gpt2=None, sweep_head_chunk=0)
     return dict(
         shape=dict(block_size=256, vocab_size=257, n_embd=256, n_head=4, bias=True),
-        batch=8, amp=None, warmup=2, steps=21, maxbatch_steps=3,
+        batch=8, amp=None, warmup=2, steps=21, maxbatch_steps=3, maxbatch_time_steps=5,
         bytes_depths=[2, 4, 8, 12, 16, 24, 32], time_depths=[4, 12], peak_depths=[4, 12, 24],
         # leapfrog and hamiltonian save the same single pair as midpoint; on a 2-core CPU their
         # max-batch searches (steps at batch ~50) would double the run time, so --maxbatch_combos
@@ -439,7 +449,8 @@ OVERRIDES = {  # settings that --key=value can change, with their parser and hel
     "batch": (int, "batch of the activation, step-time, peak and head sweeps"),
     "steps": (int, "timed steps per combo in the step-time sweep (median)"),
     "warmup": (int, "untimed warm-up steps per combo"),
-    "maxbatch_steps": (int, "full steps that must fit for a batch to count (tokens/s: median after the first)"),
+    "maxbatch_steps": (int, "full steps that must fit for a batch to count"),
+    "maxbatch_time_steps": (int, "CPU: interleaved timed steps at each max batch (tokens/s); 0 = the probes' times"),
     "bytes_depths": (int_list, "depths of the activation-bytes sweep, e.g. 2,4,8"),
     "time_depths": (int_list, "depths of the step-time sweep"),
     "time_combos": (str_list, "combos of the step-time sweep (default: all)"),
@@ -557,6 +568,12 @@ def run_bench(args, device, save=None):
                 R["maxbatch"].setdefault(c, {})[str(L)] = maxbatch_one(shape, L, c, budget, S, device, threads)
                 m = R["maxbatch"][c][str(L)]
                 log(f"  L={L} {c}: max batch {m['max_batch']}, {m['tokens_per_s']:.0f} tok/s, probes {m['probes']}")
+            if device == "cpu" and S.get("maxbatch_time_steps"):
+                found = {c: R["maxbatch"][c][str(L)] for c in S["maxbatch_combos"]}
+                retime_max_batches(shape, L, found, S, device, amp)
+                free_memory()
+                log(f"  L={L} interleaved at max batch: " + ", ".join(
+                    f"{c} {m['tokens_per_s']:.0f} tok/s" for c, m in found.items() if m["max_batch"]))
 
     # 5. head memory: share of LM head + logits + loss, and the chunked head
     if "head" in only:
@@ -569,8 +586,9 @@ def run_bench(args, device, save=None):
         section("gpt2", f"GPT-2 small max batch under {S['budget_gb']:.1f} GiB")
         R["gpt2"] = {c: maxbatch_one(g["shape"], g["n_layer"], c, budget, S, device, threads) for c in g["combos"]}
 
-    R["flops_per_token"] = {str(L): {"model": flops_per_token(shape, L, False),
-                                     "hardware_recompute": flops_per_token(shape, L, True)}
+    R["flops_per_token"] = {str(L): {"model": flops_per_token(shape, L),
+                                     "checkpoint": flops_per_token(shape, L, "checkpoint"),
+                                     "reversible": flops_per_token(shape, L, "reversible")}
                             for L in sorted(set(S["time_depths"] + S["maxbatch_depths"]))}
     ends = [t for _, t in marks[1:]] + [time.time()]
     R["section_s"] = {name: round(end - t, 1) for (name, t), end in zip(marks, ends)}
@@ -592,7 +610,20 @@ def maxbatch_one(shape, L, c, budget, S, device, threads):
     med = statistics.median(best["step_times"][1:]) if best else float("nan")  # step 1 is warm-up
     return {"max_batch": b, "peak": best["peak"] if best else None, "static": best["static"] if best else None,
             "step_s": med, "tokens_per_s": b * shape["block_size"] / med if best else 0.0,
-            "probes": {str(k): v for k, v in sorted(probes.items())}}
+            "timed_in": "probe", "probes": {str(k): v for k, v in sorted(probes.items())}}
+
+
+def retime_max_batches(shape, L, found, S, device, amp):
+    """CPU: time each combo's max batch again, interleaved in this process. The probes' own step
+    times are slower (their allocator returns every freed tensor to the OS, so that the resident
+    set follows the live tensors) and by different amounts for different combos."""
+    fit = {c: m["max_batch"] for c, m in found.items() if m["max_batch"] > 0}
+    res = time_combos(shape, L, list(fit), fit, device, amp, 1, S["maxbatch_time_steps"],
+                      head_chunk=S.get("sweep_head_chunk", 0))
+    for c, r in res.items():
+        m = found[c]
+        m.update(probe_step_s=m["step_s"], probe_tokens_per_s=m["tokens_per_s"], step_s=r["median_s"],
+                 times_s=r["times_s"], tokens_per_s=r["tokens_per_s"], timed_in="interleaved")
 
 
 def head_section(S, device, threads, amp):
@@ -618,7 +649,7 @@ def head_section(S, device, threads, amp):
                                 static=pk and pk["static"]["total"],
                                 step_s=pk and statistics.median(pk["step_times"][1:])))
                 print(f"  V={V} {c} chunk={chunk}: head {sb['head'] / MiB:.1f} of {sb['total'] / MiB:.1f} MiB "
-                      f"saved, peak {pk['peak'] / MiB:.0f} MiB", flush=True)
+                      f"saved, peak " + (f"{pk['peak'] / MiB:.0f} MiB" if pk else "out of memory"), flush=True)
     return out
 
 
@@ -683,12 +714,15 @@ def write_report(R, out, stem):
     S, m, sh = R["settings"], R["machine"], R["settings"]["shape"]
     hc = S.get("sweep_head_chunk", 0)
     chunk_note = f", ChunkedHeadLoss ({hc} rows per chunk) in every sweep" if hc else ""
+    # a run that died keeps the sections it finished (run_bench saves as it goes): report those
+    wall = f"{R['wall_s'] / 60:.0f} min" if "wall_s" in R else "unfinished run"
+    load_end = f"{R['loadavg_end']:.1f} at the end" if "loadavg_end" in R else "no end"
     md = [f"Machine: {m['cpu']} ({m['cpu_count']} cores, {m['threads']} torch threads), device {m['device']}"
           f"{' ' + m['gpu'] if 'gpu' in m else ''}, torch {m['torch']}. Shape: n_embd={sh['n_embd']}, "
           f"n_head={sh['n_head']}, T={sh['block_size']}, vocab={sh['vocab_size']}, {S['amp'] or 'float32'}"
-          f"{chunk_note}. Load average {R['loadavg_start']:.1f} at the start, {R['loadavg_end']:.1f} at the end "
-          f"(on a shared machine step times are noisy; ratios come from interleaved medians). "
-          f"Command: `{R['command']}` ({R['wall_s'] / 60:.0f} min).", ""]
+          f"{chunk_note}. Load average {R['loadavg_start']:.1f} at the start, {load_end} "
+          f"(step times are noisy; ratios come from steps interleaved in one process). "
+          f"Command: `{R['command']}` ({wall}).", ""]
     for part in (report_bytes, report_time, report_peak, report_maxbatch, report_head, report_gpt2):
         md += part(R)
     md += ["Paper (Gal et al. 2025, GPUs): max batch 26 → 257 on H100-80GB at GPT-2 scale; width 512, 8 heads, "
@@ -747,13 +781,17 @@ def report_time(R):
         md += ["", f"×: median over the {S['steps']} rounds of the ratio of the two combos' steps in the same round "
                "(interquartile range in brackets). The ratio of the median step times, ×checkpoint at "
                f"L={L0}: " + ", ".join(f"{c} {T[c][L0]['median_s'] / ck:.3f}" for c in rev) + "."]
-    fl = R["flops_per_token"]
-    md += ["", "FLOPs per token, model (recompute not counted) / hardware (recompute counted): "
-           + ", ".join(f"L={L}: {fl[L]['model'] / 1e6:.0f}M / {fl[L]['hardware_recompute'] / 1e6:.0f}M" for L in fl)
-           + ". The hand-written backward pays one extra forward of the blocks; checkpointing a little less, because "
-           "PyTorch's non-reentrant checkpoint stops each block's recompute once it has what backward needs, while "
-           "reversal needs the whole forcing f(p): one matmul (the MLP's c_proj) per block fewer for checkpoint "
-           "(tests/test_bench.py counts them; `python experiments/early_stop.py` times both)."]
+    fl = {str(L): {k: flops_per_token(S["shape"], L, rc) for k, rc in
+                   (("model", None), ("checkpoint", "checkpoint"), ("reversible", "reversible"))} for L in tdep}
+    md += ["", "FLOPs per token executed by a training step, model (recompute not counted) / checkpoint / "
+           "reversible (their recompute counted): "
+           + ", ".join(f"L={L}: {fl[L]['model'] / 1e6:.1f}M / {fl[L]['checkpoint'] / 1e6:.1f}M / "
+                       f"{fl[L]['reversible'] / 1e6:.1f}M" for L in fl)
+           + " (matmuls and attention at full context, nanoGPT's count; tests/test_bench.py checks each against the "
+           "kernels a step executes). The hand-written backward pays one extra forward of the blocks; checkpointing "
+           "a little less, because PyTorch's non-reentrant checkpoint stops each block's recompute once it has what "
+           "backward needs, while reversal needs the whole forcing f(p): one matmul (the MLP's c_proj) per block "
+           "fewer for checkpoint (`python experiments/early_stop.py` times both)."]
     return md + [""]
 
 
@@ -769,7 +807,16 @@ def report_peak(R):
         cells = [(fmt_mib(p[str(L)]["peak"]), fmt_mib(p[str(L)]["static"]["total"])) if p[str(L)] else ("OOM", "-")
                  for L in S["peak_depths"]]
         md.append(f"| {c} | " + " | ".join(f"{a} | {b}" for a, b in cells) + " |")
-    md += ["", "static = weights + gradients + AdamW state; the rest of the peak is activations and workspace."]
+    md += ["", "static = weights + gradients + AdamW state; the rest of the peak is activations and workspace. "
+           "Peak minus static, by depth:", ""]
+    for c, p in R["peak"].items():
+        if all(p[str(L)] for L in S["peak_depths"]):
+            md.append(f"- {c}: " + " → ".join(fmt_mib(p[str(L)]["peak"] - p[str(L)]["static"]["total"])
+                                              for L in S["peak_depths"]) + " MiB")
+    md += ["", "Peak minus static also holds transient memory (during backward one block's recompute graph, and "
+           "the head's activations, the optimizer's temporaries), so at a small batch a reversible step's need not "
+           "be below checkpoint's; the clean view of what grows with depth is the memory per sequence in the "
+           "max-batch table."]
     return md + [""]
 
 
@@ -777,22 +824,46 @@ def report_maxbatch(R):
     if "maxbatch" not in R:
         return []
     S, mdep, MB = R["settings"], R["settings"]["maxbatch_depths"], R["maxbatch"]
+    interleaved = all(MB[c][str(L)].get("timed_in") == "interleaved" for c in MB for L in mdep
+                      if MB[c][str(L)]["max_batch"])
+    how = (f"median of {S.get('maxbatch_time_steps')} steps at each max batch, all combos interleaved in one process"
+           if interleaved else "median of the probe's steps after the first, not interleaved")
     md = [f"### Max batch under a {S['budget_gb']:.2f} GiB budget ({S['maxbatch_steps']} full steps must fit; "
-          "tokens/s: median of those steps after the first, timed inside the memory probe, not interleaved)", "",
-          "| combo | " + " | ".join(f"L={L} max batch | L={L} peak MiB | L={L} tok/s" for L in mdep) + " |",
-          "|---|" + "---|---|---|" * len(mdep)]
+          f"tokens/s: {how})", "",
+          "| combo | " + " | ".join(f"L={L} max batch | L={L} peak MiB | L={L} MiB/sequence | L={L} tok/s"
+                                   for L in mdep) + " |",
+          "|---|" + "---|---|---|---|" * len(mdep)]
     for c, mb in MB.items():
         md.append(f"| {c} | " + " | ".join(f"{mb[str(L)]['max_batch']} | {fmt_mib(mb[str(L)]['peak'])} | "
+                                           f"{fmt_mib(per_sequence_bytes(mb[str(L)]))} | "
                                            f"{mb[str(L)]['tokens_per_s']:.0f}" for L in mdep) + " |")
+    md += ["", "MiB/sequence: (peak at the max batch - peak at batch 1) / (max batch - 1), from the search's own "
+           "probes: what each extra sequence costs, weights and optimizer state excluded."]
     if "euler/autograd" in MB:
         md.append("")
         for L in mdep:
             e = MB["euler/autograd"][str(L)]
             for c, mb in MB.items():
-                if c != "euler/autograd" and e["max_batch"] and e["tokens_per_s"]:
-                    md.append(f"- L={L} {c}: max batch {mb[str(L)]['max_batch'] / e['max_batch']:.1f}x euler's, "
-                              f"tokens/s {100 * (mb[str(L)]['tokens_per_s'] / e['tokens_per_s'] - 1):+.0f}%")
+                m = mb[str(L)]
+                if c == "euler/autograd" or not (e["max_batch"] and e["tokens_per_s"] and m["max_batch"]):
+                    continue
+                if "times_s" in m and "times_s" in e:  # per round: time per sequence, c over euler
+                    r = paired_ratio([t / m["max_batch"] for t in m["times_s"]],
+                                     [t / e["max_batch"] for t in e["times_s"]])["median"]
+                    tps = 1 / r - 1
+                else:
+                    tps = m["tokens_per_s"] / e["tokens_per_s"] - 1
+                md.append(f"- L={L} {c}: max batch {m['max_batch'] / e['max_batch']:.1f}x euler's, "
+                          f"tokens/s {100 * tps:+.0f}%")
     return md + [""]
+
+
+def per_sequence_bytes(m):
+    """Memory per extra sequence, from the max-batch search's probes (None below batch 2)."""
+    p, b = m["probes"], m["max_batch"]
+    if b < 2 or p.get("1") is None or p.get(str(b)) is None:
+        return None
+    return (p[str(b)] - p["1"]) / (b - 1)
 
 
 def report_head(R):
@@ -801,13 +872,15 @@ def report_head(R):
     S = R["settings"]
     md = [f"### Head memory (L={S['head_depth']}, batch {S['batch']}; head = ln_f + LM head + logits + loss; "
           "chunked = GPTConfig(head_chunk=...), revgpt.ChunkedHeadLoss: logits never materialised in full)", "",
-          "| vocab | combo | chunk rows | saved MiB | head share of saved | peak MiB | static MiB | step ms |",
+          "| vocab | combo | chunk rows | saved MiB | head share of saved | peak MiB | static MiB | probe step ms |",
           "|---|---|---|---|---|---|---|---|"]
     for h in R["head"]:
         b = h["bytes"]
         md.append(f"| {h['vocab_size']} | {h['combo']} | {h['head_chunk'] or 'none'} | {fmt_mib(b['total'])} | "
                   f"{100 * b['head'] / b['total']:.0f}% | {fmt_mib(h['peak'])} | {fmt_mib(h['static'])} | "
                   f"{'-' if h['step_s'] is None else round(h['step_s'] * 1e3)} |")
+    md += ["", "probe step ms: timed inside the memory probe, whose allocator hands every freed tensor back to the "
+           "OS; compare these with each other, not with the interleaved step times above."]
     return md + [""]
 
 

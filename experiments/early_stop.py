@@ -2,7 +2,8 @@
 Why the reversible backward is a few percent slower than activation checkpointing on the CPU.
 
 PyTorch's non-reentrant checkpoint stops its recompute as soon as it has every tensor the backward
-needs ("early stop", on by default), so it never recomputes a block's last step. The reversible
+needs ("early stop", on by default), so it never recomputes a block's last matmul (the MLP's c_proj;
+tests/test_bench.py counts the kernels). The reversible
 backward must evaluate the whole forcing f(p), because reconstructing the previous state needs its
 value. This script times forward and backward separately, interleaved in one process, for euler +
 autograd, euler + checkpoint with and without early stop, and midpoint + reversible.
@@ -11,6 +12,7 @@ autograd, euler + checkpoint with and without early stop, and midpoint + reversi
 """
 import contextlib
 import json
+import random
 import statistics
 import sys
 import time
@@ -24,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import bench  # noqa: E402
 
 SHAPE = dict(block_size=256, vocab_size=257, n_embd=256, n_head=4, bias=True)  # bench.py's CPU shape
-LAYERS, BATCH, STEPS = 12, 8, 9
+LAYERS, BATCH, STEPS = 12, 8, 21
 
 
 def main():
@@ -33,9 +35,12 @@ def main():
             "midpoint/reversible": ("midpoint/reversible", True)}
     models = {name: bench.make_model(SHAPE, LAYERS, combo) for name, (combo, _) in runs.items()}
     idx, tgt = bench.make_batch(SHAPE, BATCH, "cpu")
-    times = {name: {"forward": [], "backward": []} for name in runs}
-    for i in range(STEPS + 1):  # the first round is warm-up
-        for name, (combo, early) in runs.items():
+    times, rng = {name: {"forward": [], "backward": []} for name in runs}, random.Random(0)
+    for i in range(STEPS + 1):  # the first round is warm-up; each round in a fresh random order
+        order = list(runs)
+        rng.shuffle(order)
+        for name in order:
+            combo, early = runs[name]
             model = models[name]
             ctx = contextlib.nullcontext() if early else tuc.set_checkpoint_early_stop(False)
             with ctx:
@@ -54,15 +59,16 @@ def main():
     res = ROOT / "results" / "bench"
     res.mkdir(parents=True, exist_ok=True)
     (res / "early_stop.json").write_text(json.dumps(out, indent=1) + "\n")
-    ref = med["midpoint/reversible"]["forward"] + med["midpoint/reversible"]["backward"]
+    total = {n: [f + b for f, b in zip(t["forward"], t["backward"])] for n, t in times.items()}
     lines = [f"Forward and backward (no optimizer step), d=256, 4 heads, T=256, batch {BATCH}, {LAYERS} layers, "
-             f"{torch.get_num_threads()} threads, median of {STEPS} interleaved steps "
-             "(`python experiments/early_stop.py`):", "",
+             f"{torch.get_num_threads()} threads, median of {STEPS} rounds, each running every combo once in a "
+             "random order (`python experiments/early_stop.py`). reversible / this: median over rounds of the "
+             "ratio of the two totals in the same round (quartiles in brackets):", "",
              "| combo | forward ms | backward ms | total ms | reversible / this |", "|---|---:|---:|---:|---:|"]
     for name, m in med.items():
-        total = m["forward"] + m["backward"]
-        lines.append(f"| {name} | {m['forward'] * 1e3:.0f} | {m['backward'] * 1e3:.0f} | {total * 1e3:.0f} | "
-                     f"{ref / total:.3f} |")
+        r = bench.paired_ratio(total["midpoint/reversible"], total[name])
+        lines.append(f"| {name} | {m['forward'] * 1e3:.0f} | {m['backward'] * 1e3:.0f} | "
+                     f"{statistics.median(total[name]) * 1e3:.0f} | {r['median']:.3f} ({r['q1']:.3f}-{r['q3']:.3f}) |")
     (res / "early_stop.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
