@@ -286,6 +286,8 @@ def probe_subprocess(spec):
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(2 ** 20))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--probe", json.dumps(spec)]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if res.returncode == -9 and spec.get("budget") is not None:
+        return None  # killed by the kernel's out-of-memory killer: this batch does not fit
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith(PROBE_TAG)]
     if res.returncode != 0 or not lines:
         raise RuntimeError(f"probe {spec} failed (exit {res.returncode}):\n{res.stderr[-3000:]}")
@@ -539,8 +541,14 @@ def run_bench(args, device, save=None):
         R["time"] = {}
         for L in S["time_depths"]:
             la = loadavg()
-            res = time_combos(shape, L, tcombos, B, device, amp, S["warmup"], S["steps"], head_chunk=hc)
-            free_memory()
+            try:  # all combos side by side: on a small GPU the deepest models may not fit together
+                res = time_combos(shape, L, tcombos, B, device, amp, S["warmup"], S["steps"], head_chunk=hc)
+            except torch.cuda.OutOfMemoryError:
+                R.setdefault("time_out_of_memory", []).append(L)
+                log(f"  L={L}: out of memory with {len(tcombos)} combos side by side (--time_combos picks fewer)")
+                continue
+            finally:
+                free_memory()
             for c in tcombos:
                 res[c]["loadavg_before"] = la
                 R["time"].setdefault(c, {})[str(L)] = res[c]
@@ -756,7 +764,8 @@ def report_bytes(R):
 def report_time(R):
     if "time" not in R:
         return []
-    S, tdep, T = R["settings"], R["settings"]["time_depths"], R["time"]
+    S, T = R["settings"], R["time"]
+    tdep = [L for L in S["time_depths"] if all(str(L) in t for t in T.values())]  # depths that fit
     L0 = str(S["headline_depth"])
 
     def ratio(c, ref):  # per-round ratio: median (quartiles)
@@ -924,7 +933,8 @@ def plots(R, out, stem):
              for c, row in R["bytes"].items()], "memory_vs_depth")
     if "time" in R:
         fig(f"Training step time ({tag})", "seconds per step",
-            [(c, S["time_depths"], [t[str(L)]["median_s"] for L in S["time_depths"]]) for c, t in R["time"].items()],
+            [(c, [L for L in S["time_depths"] if str(L) in t], [t[str(L)]["median_s"] for L in S["time_depths"]
+                                                                if str(L) in t]) for c, t in R["time"].items()],
             "step_time_vs_depth")
     if "maxbatch" not in R:
         return

@@ -379,3 +379,26 @@ def test_cuda_requested_without_cuda_is_refused(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["bench.py", "--device", "cuda"])
     with pytest.raises(SystemExit, match="CUDA is not available"):
         bench.main()
+
+
+def test_time_sweep_out_of_memory_skips_that_depth(tmp_path, monkeypatch):
+    """On a GPU too small for every combo side by side at the deepest setting, the time sweep
+    records the depth as out of memory and goes on; the report shows the depths that ran."""
+    tiny = dict(shape=SHAPE, batch=2, amp=None, warmup=0, steps=1, maxbatch_steps=2, bytes_depths=[1],
+                time_depths=[1, 2], peak_depths=[1], maxbatch_depths=[1], maxbatch_combos=["euler/autograd"],
+                headline_depth=1, head_depth=1, head_vocabs=[37], head_chunk=8, budget_gb=1.0, gpt2=None)
+    monkeypatch.setattr(bench, "settings", lambda device, quick: dict(tiny))
+    real = bench.time_combos
+
+    def fake(shape, n_layer, *a, **k):
+        if n_layer == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(shape, n_layer, *a, **k)
+
+    monkeypatch.setattr(bench, "time_combos", fake)
+    R = bench.run_bench(bench.build_parser().parse_args(["--only", "time", "--time_combos",
+                                                         "euler/autograd,midpoint/reversible"]), "cpu")
+    assert R["time_out_of_memory"] == [2] and set(R["time"]["euler/autograd"]) == {"1"}
+    bench.write_report(R, tmp_path, "oom")
+    md = (tmp_path / "oom.md").read_text()
+    assert "L=1 ms" in md and "L=2 ms" not in md
