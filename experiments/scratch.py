@@ -291,15 +291,21 @@ def bench_sentence():
     R = json.loads(path.read_text())
     mb, tm = R.get("maxbatch", {}), R.get("time", {})
     parts = []
+
+    def tps(m, e):  # tokens/s change vs euler, per round as bench.py's report (when the steps were interleaved)
+        if "times_s" in m and "times_s" in e:
+            return 100 * (1 / statistics.median((t / m["max_batch"]) / (u / e["max_batch"])
+                                                for t, u in zip(m["times_s"], e["times_s"])) - 1)
+        return 100 * (m["tokens_per_s"] / e["tokens_per_s"] - 1)
+
     for L in sorted(mb.get("euler/autograd", {}), key=int):
         e, m = mb["euler/autograd"][L], mb.get("midpoint/reversible", {}).get(L)
         k = mb.get("euler/checkpoint", {}).get(L)
         if m and e["max_batch"]:
             parts.append(f"at {L} layers midpoint's max batch is {m['max_batch'] / e['max_batch']:.1f}x euler's "
-                         f"({m['max_batch']} vs {e['max_batch']} sequences, tokens/s "
-                         f"{100 * (m['tokens_per_s'] / e['tokens_per_s'] - 1):+.0f}%)"
+                         f"({m['max_batch']} vs {e['max_batch']} sequences, tokens/s {tps(m, e):+.0f}%)"
                          + (f", checkpointing's {k['max_batch'] / e['max_batch']:.1f}x ({k['max_batch']}, tokens/s "
-                            f"{100 * (k['tokens_per_s'] / e['tokens_per_s'] - 1):+.0f}%)" if k else ""))
+                            f"{tps(k, e):+.0f}%)" if k else ""))
     def paired(c, ref, L):  # median of the per-round ratios of the interleaved steps, as bench.py's report
         return statistics.median(m / e for m, e in zip(tm[c][L]["times_s"], tm[ref][L]["times_s"]))
     depths = [L for L in sorted(tm.get("euler/autograd", {}), key=int) if L in tm.get("midpoint/reversible", {})]
@@ -308,7 +314,8 @@ def bench_sentence():
           if L in tm.get("euler/checkpoint", {})]
     text = (f"Memory and speed on this CPU (bench.py, d=256, T=256, a {R['settings']['budget_gb']} GiB budget): "
             + "; ".join(parts) + ". A reversible training step costs " + ", ".join(ratios) + " the time of "
-            "euler's" + (f", and {', '.join(ck)} the time of checkpointing's" if ck else "") + ". The paper reports about 10x max batch at GPT-2 scale on an H100, +20.7% to +101% throughput "
+            "euler's" + (f", and {', '.join(ck)} the time of checkpointing's" if ck else "")
+            + ". The paper reports about 10x max batch at GPT-2 scale on an H100, +20.7% to +101% throughput "
             "at max batch (16 to 96 layers) and 30-50% more compute per step. Our max-batch ratio depends on the "
             "budget, the depth and how much of the peak the weights, optimizer state and LM head take; our "
             "throughput at max batch is lower than euler's because a CPU is already saturated at small batches, "
