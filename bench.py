@@ -25,11 +25,14 @@ What is measured, per combo:
   median over rounds of the ratio of their steps in the same round (with its interquartile range):
   each round's steps ran seconds apart, so slow periods of the machine cancel in the ratio;
 - max batch under --budget_gb: a batch counts only if every one of several full optimizer steps
-  ran with peak memory within the budget (CUDA: no out-of-memory error either). Tokens/s at that
-  batch come from the same steps.
+  ran with peak memory within the budget (CUDA: no out-of-memory error either); the search's probes
+  also give the memory per extra sequence. Tokens/s at each max batch: on CPU the found batches
+  are timed again, interleaved in one process (the probes' allocator settings slow their steps);
+  on CUDA they come from the probe's own steps;
 - FLOPs per token: "model" FLOPs (6N + 12 L T d, as nanoGPT/PaLM count them, recompute NOT
-  counted: the useful work, equal for all combos) and "hardware" FLOPs (recompute counted: one
-  extra forward of every block for checkpoint and reversible).
+  counted: the useful work, equal for all combos) and the FLOPs checkpoint and reversible execute
+  (their recompute counted: one extra forward of every block, less the MLP's last matmul for
+  checkpoint, whose early stop skips it).
 """
 
 import argparse
