@@ -597,10 +597,6 @@ def run_bench(args, device, save=None):
         section("gpt2", f"GPT-2 small max batch under {S['budget_gb']:.1f} GiB")
         R["gpt2"] = {c: maxbatch_one(g["shape"], g["n_layer"], c, budget, S, device, threads) for c in g["combos"]}
 
-    R["flops_per_token"] = {str(L): {"model": flops_per_token(shape, L),
-                                     "checkpoint": flops_per_token(shape, L, "checkpoint"),
-                                     "reversible": flops_per_token(shape, L, "reversible")}
-                            for L in sorted(set(S["time_depths"] + S["maxbatch_depths"]))}
     ends = [t for _, t in marks[1:]] + [time.time()]
     R["section_s"] = {name: round(end - t, 1) for (name, t), end in zip(marks, ends)}
     R["loadavg_end"], R["wall_s"] = loadavg(), time.time() - t_start
@@ -859,15 +855,18 @@ def report_maxbatch(R):
                 m = mb[str(L)]
                 if c == "euler/autograd" or not (e["max_batch"] and e["tokens_per_s"] and m["max_batch"]):
                     continue
-                if "times_s" in m and "times_s" in e:  # per round: time per sequence, c over euler
-                    r = paired_ratio([t / m["max_batch"] for t in m["times_s"]],
-                                     [t / e["max_batch"] for t in e["times_s"]])["median"]
-                    tps = 1 / r - 1
-                else:
-                    tps = m["tokens_per_s"] / e["tokens_per_s"] - 1
                 md.append(f"- L={L} {c}: max batch {m['max_batch'] / e['max_batch']:.1f}x euler's, "
-                          f"tokens/s {100 * tps:+.0f}%")
+                          f"tokens/s {100 * tokens_per_s_change(m, e):+.0f}%")
     return md + [""]
+
+
+def tokens_per_s_change(m, ref):
+    """Relative tokens/s of max-batch result m over ref (e.g. +0.1 = 10% more). When both were
+    timed interleaved, per round: time per sequence of ref over that of m, median over rounds."""
+    if "times_s" in m and "times_s" in ref:
+        r = paired_ratio([t / m["max_batch"] for t in m["times_s"]], [t / ref["max_batch"] for t in ref["times_s"]])
+        return 1 / r["median"] - 1
+    return m["tokens_per_s"] / ref["tokens_per_s"] - 1
 
 
 def per_sequence_bytes(m):

@@ -20,7 +20,6 @@ speed measurement: bench.py is. Validation loss is train.py's deterministic whol
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -290,13 +289,12 @@ def bench_sentence():
         return "(bench.py's CPU run, results/bench/cpu.json, is missing: run `python bench.py`)"
     R = json.loads(path.read_text())
     mb, tm = R.get("maxbatch", {}), R.get("time", {})
+    sys.path.insert(0, str(ROOT))
+    from bench import paired_ratio, tokens_per_s_change  # the same ratios as bench.py's report
     parts = []
 
-    def tps(m, e):  # tokens/s change vs euler, per round as bench.py's report (when the steps were interleaved)
-        if "times_s" in m and "times_s" in e:
-            return 100 * (1 / statistics.median((t / m["max_batch"]) / (u / e["max_batch"])
-                                                for t, u in zip(m["times_s"], e["times_s"])) - 1)
-        return 100 * (m["tokens_per_s"] / e["tokens_per_s"] - 1)
+    def tps(m, e):
+        return 100 * tokens_per_s_change(m, e)
 
     for L in sorted(mb.get("euler/autograd", {}), key=int):
         e, m = mb["euler/autograd"][L], mb.get("midpoint/reversible", {}).get(L)
@@ -306,8 +304,9 @@ def bench_sentence():
                          f"({m['max_batch']} vs {e['max_batch']} sequences, tokens/s {tps(m, e):+.0f}%)"
                          + (f", checkpointing's {k['max_batch'] / e['max_batch']:.1f}x ({k['max_batch']}, tokens/s "
                             f"{tps(k, e):+.0f}%)" if k else ""))
-    def paired(c, ref, L):  # median of the per-round ratios of the interleaved steps, as bench.py's report
-        return statistics.median(m / e for m, e in zip(tm[c][L]["times_s"], tm[ref][L]["times_s"]))
+
+    def paired(c, ref, L):
+        return paired_ratio(tm[c][L]["times_s"], tm[ref][L]["times_s"])["median"]
     depths = [L for L in sorted(tm.get("euler/autograd", {}), key=int) if L in tm.get("midpoint/reversible", {})]
     ratios = [f"{paired('midpoint/reversible', 'euler/autograd', L):.2f}x at {L} layers" for L in depths]
     ck = [f"{paired('midpoint/reversible', 'euler/checkpoint', L):.3f}x at {L} layers" for L in depths

@@ -212,31 +212,39 @@ def test_probe_subprocess_respects_budget():
     assert bench.probe_subprocess(dict(SPEC, budget=1)) is None  # 1 byte: nothing fits
 
 
-def executed_flops(fn):
-    """Matmul and attention FLOPs of the kernels that actually run inside fn, counted at dispatch
-    (a kernel that checkpoint's early stop skips never reaches dispatch, so it is not counted)."""
+def executed_ops(fn):
+    """(op name, shapes of its tensor arguments) of every aten op that ran inside fn, recorded at
+    dispatch once it returned: a kernel that checkpoint's early stop skips never gets there."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    class Flops(TorchDispatchMode):
-        n = 0
+    class Record(TorchDispatchMode):
+        ops = []
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
-            name = func.overloadpacket.__name__
-            if name in ("mm", "addmm", "bmm"):  # (.., M, K) @ (.., K, N): 2 M K N per batch entry
-                a, b = args[-2], args[-1]
-                self.n += 2 * a.numel() * b.shape[-1]
-            elif name == "_scaled_dot_product_flash_attention_for_cpu":  # q k^T and att v
-                B, H, T, hs = args[0].shape
-                self.n += 4 * B * H * T * T * hs
-            elif name == "_scaled_dot_product_flash_attention_for_cpu_backward":  # twice the forward
-                B, H, T, hs = args[1].shape
-                self.n += 8 * B * H * T * T * hs
+            self.ops.append((func.overloadpacket.__name__,
+                             [a.shape if isinstance(a, torch.Tensor) else None for a in args]))
             return out
 
-    with Flops() as f:
+    with Record() as r:
         fn()
-    return f.n
+    return r.ops
+
+
+def executed_flops(fn):
+    """Matmul and attention FLOPs of the kernels that actually run inside fn."""
+    n = 0
+    for name, shapes in executed_ops(fn):
+        if name in ("mm", "addmm", "bmm"):  # (.., M, K) @ (.., K, N): 2 M K N per batch entry
+            a, b = shapes[-2], shapes[-1]
+            n += 2 * a.numel() * b[-1]
+        elif name == "_scaled_dot_product_flash_attention_for_cpu":  # q k^T and att v
+            B, H, T, hs = shapes[0]
+            n += 4 * B * H * T * T * hs
+        elif name == "_scaled_dot_product_flash_attention_for_cpu_backward":  # twice the forward
+            B, H, T, hs = shapes[1]
+            n += 8 * B * H * T * T * hs
+    return n
 
 
 @pytest.mark.parametrize("combo,recompute", [("euler/autograd", None), ("midpoint/autograd", None),
@@ -266,23 +274,9 @@ def test_paired_ratio():
 
 
 def count_ops(fn):
-    """How many times each aten op runs inside fn (a dispatch-level count: what actually ran)."""
+    """How many times each aten op runs inside fn."""
     from collections import Counter
-
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Count(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.n = Counter()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.n[func.overloadpacket.__name__] += 1
-            return func(*args, **(kwargs or {}))
-
-    with Count() as c:
-        fn()
-    return c.n
+    return Counter(name for name, _ in executed_ops(fn))
 
 
 def test_checkpoint_early_stop_skips_last_matmul():
@@ -344,7 +338,7 @@ def test_run_bench_and_report_smoke(tmp_path, monkeypatch, one_thread):
     md = (tmp_path / "t.md").read_text()
     assert "midpoint/reversible" in md and "all combos interleaved in one process" in md
     # a run that died after some sections still renders what it finished
-    partial = {k: v for k, v in R.items() if k not in ("loadavg_end", "wall_s", "flops_per_token", "maxbatch", "head")}
+    partial = {k: v for k, v in R.items() if k not in ("loadavg_end", "wall_s", "maxbatch", "head")}
     bench.write_report(partial, tmp_path, "partial")
     md = (tmp_path / "partial.md").read_text()
     assert "unfinished run" in md and "Step time" in md and "Max batch" not in md
